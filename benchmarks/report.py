@@ -1,0 +1,188 @@
+"""Results file handling: merge JSON, render markdown, refresh the README block.
+
+`hark eval` writes `sets`, `hark bench` writes `speed`; each merges into the existing JSON so
+either can be rerun alone. Numbers only ever reach the README through this module.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+NOTE_METRICS = [
+    ("note_f1", "note F1 (onset, 50 ms)"),
+    ("note_precision", "note precision"),
+    ("note_recall", "note recall"),
+    ("note_f1_offset", "note F1 (with offsets)"),
+    ("frame_f1", "frame F1 (10 ms)"),
+]
+ANCHOR = "basic-pitch"
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {"sets": {}, "speed": {}, "meta": {}}
+    for key in ("sets", "speed", "meta"):
+        data.setdefault(key, {})
+    return data
+
+
+def merge(
+    old: dict[str, Any],
+    sets: dict[str, dict[str, dict]] | None = None,
+    speed: dict[str, dict] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """New results replace old ones per (set, system) and per speed system; others stay.
+    `meta` keys replace old ones at the top level (eval and bench keep theirs under
+    `meta.eval` / `meta.bench`)."""
+    out = {"sets": {k: dict(v) for k, v in old.get("sets", {}).items()},
+           "speed": dict(old.get("speed", {})), "meta": dict(old.get("meta", {}))}
+    for set_name, systems in (sets or {}).items():
+        out["sets"].setdefault(set_name, {}).update(systems)
+    # A system's speed entry is replaced whole: its ratio belongs to the run that measured it.
+    out["speed"].update(speed or {})
+    out["meta"].update(meta or {})
+    return out
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, (int, float)):
+        return f"{v:.{digits}f}"
+    return "—"
+
+
+def _systems(results: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for systems in results.get("sets", {}).values():
+        seen += [s for s in systems if s not in seen]
+    seen += [s for s in results.get("speed", {}) if s not in seen]
+    # Ours first, the anchor last: the table reads "hark vs basic-pitch".
+    return sorted(seen, key=lambda s: (s == ANCHOR, not s.startswith("hark"), s))
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    systems = _systems(results)
+    lines: list[str] = []
+    if results.get("sets"):
+        quality_systems = [s for s in systems if any(s in v for v in results["sets"].values())]
+        lines += ["| set | metric | " + " | ".join(quality_systems) + " |",
+                  "|---|---|" + "---:|" * len(quality_systems)]
+        sizes = results.get("meta", {}).get("eval", {}).get("set_sizes", {})
+        for set_name, by_system in results["sets"].items():
+            size = sizes.get(set_name)
+            label = f"{set_name} ({size['clips']} clips, {size['audio_s'] / 60:.1f} min)" if size else set_name
+            for key, title in NOTE_METRICS:
+                cells = [_fmt(by_system.get(s, {}).get(key)) for s in quality_systems]
+                lines.append(f"| {label} | {title} | " + " | ".join(cells) + " |")
+                label = ""
+        lines.append("")
+    speed = results.get("speed", {})
+    if speed:
+        lines += ["| system | CPU-s per audio-s (1 thread) | CPU-s per audio-s (default threads) "
+                  "| ratio vs basic-pitch (1 thread) | peak RSS serving (MiB) |",
+                  "|---|---:|---:|---:|---:|"]
+        for s in [s for s in systems if s in speed]:
+            v = speed[s]
+            if "skipped" in v:
+                lines.append(f"| {s} | skipped: {v['skipped']} | | | |")
+                continue
+            lines.append(
+                f"| {s} | {_fmt(v.get('cpu_s_per_audio_s'), 4)} | {_fmt(v.get('cpu_s_per_audio_s_default_threads'), 4)}"
+                f" | {_fmt(v.get('ratio_vs_basic_pitch'), 2)} | {_fmt(v.get('peak_rss_mb'), 0)} |"
+            )
+        lines.append("")
+    meta = results.get("meta", {})
+    ev, bench = meta.get("eval", {}), meta.get("bench", {})
+    if results.get("sets") and ev:
+        lines.append(f"Quality: `hark eval transcriber` ({ev.get('date', '?')}, commit {ev.get('git_commit', '?')}); "
+                     f"{ev.get('pooling', '')}.")
+    if speed and bench:
+        lines.append(f"Speed: `hark bench transcriber` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
+                     f"median of {bench.get('repeats', '?')} repeats on {bench.get('audio_s', '?')} s of audio, "
+                     f"{bench.get('cores', '?')} cores; compare ratios, not absolute CPU time, across runs.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_block(text: str, block: str, tag: str) -> str | None:
+    """Text with the content between `<!-- bench:TAG -->` and `<!-- /bench:TAG -->` replaced,
+    or None when the markers are absent."""
+    pattern = re.compile(rf"(<!--\s*bench:{re.escape(tag)}\s*-->)(.*?)(<!--\s*/bench:{re.escape(tag)}\s*-->)", re.DOTALL)
+    if not pattern.search(text):
+        return None
+    return pattern.sub(lambda m: f"{m.group(1)}\n{block.strip()}\n{m.group(3)}", text, count=1)
+
+
+def update_readme(readme: Path, block: str, tag: str) -> bool:
+    try:
+        text = Path(readme).read_text()
+    except OSError:
+        return False
+    new = replace_block(text, block, tag)
+    if new is None or new == text:
+        return False
+    Path(readme).write_text(new)
+    return True
+
+
+def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: Path | None, tag: str) -> bool:
+    """Write JSON and markdown; return whether the README block changed."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, json_path)  # never leave a half-written file for the other command to merge
+    table = render_markdown(results)
+    md_path.write_text(f"# {tag} benchmark\n\n{table}")
+    return update_readme(readme, table, tag) if readme else False
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "platform": platform.platform(), "python": platform.python_version()}
+
+
+def versions(packages: list[str]) -> dict[str, str]:
+    out = {}
+    for p in packages:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def stamp(repo: Path) -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(repo),
+        "machine": machine(),
+        "versions": versions(["numpy", "onnxruntime", "onnxruntime-gpu", "mir_eval", "basic-pitch",
+                              "librosa", "torch", "soundfile", "soxr", "bentoml"]),
+    }

@@ -1,0 +1,67 @@
+"""Family-agnostic export steps: torch module -> ONNX, parity against torch, model card."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+
+def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path,
+                input_names: Sequence[str], output_names: Sequence[str], dynamic_axes: dict,
+                opset: int = 17) -> Path:
+    """TorchScript-based export: the graphs here are plain convs and reshapes, and this path
+    gives stable, constant-folded graphs with named dynamic axes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(module, example, str(path), input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic_axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    return path
+
+
+def parity(module: torch.nn.Module, onnx_path: Path, inputs: dict[str, np.ndarray],
+           output_names: Sequence[str]) -> dict[str, float]:
+    """Max abs difference per output between torch and onnxruntime (CPU) on the same inputs."""
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(list(output_names), inputs)
+    with torch.no_grad():
+        want = module(*[torch.from_numpy(v) for v in inputs.values()])
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    return {name: float(np.abs(g - w.numpy()).max()) for name, g, w in zip(output_names, got, want)}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_card(out_dir: Path, card: dict) -> Path:
+    """Merge into an existing card, so the eval section written later by `hark eval` survives
+    a re-export of the same model; a different model drops it."""
+    path = out_dir / "card.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old.get("sha256") != card.get("sha256"):
+        old.pop("eval", None)
+    merged = {**old, **card, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    return path

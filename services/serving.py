@@ -1,0 +1,90 @@
+"""Composing BentoML services out of model families.
+
+A family is a plain mixin class whose `@bentoml.api` methods are its endpoints and whose
+`__init__` loads its model (calling `super().__init__()` so several families compose), plus a
+`Family` record (services/<family>_api.py). BentoML collects API methods with `dir()` on the
+service class, so inherited ones are served. One family alone and all families together are
+then just two `@bentoml.service` classes:
+
+    @bentoml.service(**config.service_config())       # services/transcriber.py
+    class Transcriber(TranscriberAPI): ...
+    finish(Transcriber, [TRANSCRIBER])
+
+    @bentoml.service(**config.service_config())       # services/hark.py
+    class Hark(TranscriberAPI, CodecAPI): ...
+    finish(Hark, [TRANSCRIBER, CODEC])
+
+API method names and routes must be unique across families (prefix them with the family's verb).
+
+`finish` adds what every service has beyond its APIs: the request guard on the family routes
+and the Gradio demo at /ui. (/metrics, /readyz, /livez, /docs.json and Swagger at / come with
+BentoML.) It must run on the final service: BentoML keeps mounted apps on the class it decorates.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from services.upload import RequestGuard, RouteSpec
+
+log = logging.getLogger("hark.serving")
+
+UI_PATH = "/ui"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the same name in every layer: models/NAME.py, artifacts/NAME/, the demo tab
+    routes: tuple[str, ...]  # its POST endpoints
+    # The model loaded by this process's service instance, or None before it exists. The demo
+    # Blocks must be built at import, before the worker creates the service instance.
+    model_getter: Callable[[], Any]
+    # request field -> what it accepts, added to the 400s of BentoML's own form validation
+    field_help: dict[str, str] = field(default_factory=dict)
+
+
+def _build_demo(families: Sequence[Family]) -> Any | None:
+    try:
+        from services.demo import build_demo
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("services.demo", "gradio"):
+            raise
+        log.warning("no %s: module %s is not available", UI_PATH, exc.name)
+        return None
+    try:
+        blocks = build_demo(**{f.name: f.model_getter for f in families})
+    except Exception:  # the API matters more than its demo page: serve, but say so loudly
+        log.exception("building the demo failed; serving without %s", UI_PATH)
+        return None
+    # Gradio 6 only fills theme/css in launch(); a mounted, never-launched Blocks needs them
+    # set up front or its page is a 500. The demo package does this; make sure of it here.
+    if getattr(blocks, "theme", None) is None or getattr(blocks, "css", None) is None:
+        from services.demo import apply_page_style
+
+        apply_page_style(blocks)
+    return blocks
+
+
+def finish(service: Any, families: Sequence[Family]) -> Any:
+    """Add the request guard and the /ui demo to a `@bentoml.service` made of `families`."""
+    from bentoml.gradio import mount_gradio_app
+
+    apis = {method.route: method for method in service.apis.values()}
+    routes: dict[str, RouteSpec] = {}
+    field_help: dict[str, str] = {}
+    for family in families:
+        field_help.update(family.field_help)
+        for route in family.routes:
+            if route in routes:
+                raise ValueError(f"route {route} claimed by both {routes[route].family} and {family.name}")
+            if route not in apis:
+                raise ValueError(f"{family.name} lists {route}, but the service has no API there")
+            spec = apis[route].input_spec
+            files = frozenset(spec.multipart_fields)
+            routes[route] = RouteSpec(family.name, files, frozenset(spec.model_fields) - files)
+    service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
+    blocks = _build_demo(families)
+    if blocks is not None:
+        mount_gradio_app(blocks, path=UI_PATH)(service)
+    return service

@@ -1,0 +1,214 @@
+"""The transcriber family's HTTP endpoints, as a mixin for any @bentoml.service (see
+services/serving.py): audio in, notes (JSON) or a MIDI file out.
+
+    curl -F audio=@song.wav -F onset_threshold=0.4 http://127.0.0.1:3000/transcribe
+    curl -F audio=@song.wav -o song.mid http://127.0.0.1:3000/transcribe_midi
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from services import audio as audio_io
+from services import metrics, model_store
+from services.midi import notes_to_midi
+from services.notes import Note, note_to_dict
+from services.serving import Family
+from services.transcriber_model import TranscriberModel
+from services.upload import AudioUpload, reject
+
+log = logging.getLogger("hark.transcriber")
+
+NAME = "transcriber"
+
+# Bounds live here once and serve both the request fields (OpenAPI, early 400s) and the merged
+# parameters after the card's defaults are applied.
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+NoteMs = Annotated[float, Field(ge=0.0, le=2000.0)]
+FreqHz = Annotated[float, Field(ge=20.0, le=8000.0)]
+
+
+class TranscribeParams(BaseModel):
+    """Decoding parameters as used for one request (request values over the card's defaults)."""
+
+    onset_threshold: Probability
+    frame_threshold: Probability
+    min_note_ms: NoteMs
+    min_freq_hz: Optional[FreqHz] = None
+    max_freq_hz: Optional[FreqHz] = None
+    include_pitch_bends: bool = True
+
+    @model_validator(mode="after")
+    def _freq_order(self) -> "TranscribeParams":
+        if self.min_freq_hz is not None and self.max_freq_hz is not None and self.min_freq_hz >= self.max_freq_hz:
+            raise ValueError(
+                f"min_freq_hz ({self.min_freq_hz:g}) must be below max_freq_hz ({self.max_freq_hz:g})"
+            )
+        return self
+
+
+class NoteEvent(BaseModel):
+    start_s: float
+    end_s: float
+    pitch_midi: int = Field(description="MIDI pitch, 21 (A0) to 108 (C8)")
+    velocity: int = Field(description="1-127, from the note activation")
+    pitch_bends: Optional[list[float]] = Field(
+        None, description="per frame (86.13 Hz) from start_s: semitones relative to pitch_midi")
+
+
+class ModelFacts(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    provider: str
+
+
+class AudioFacts(BaseModel):
+    format: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+
+
+class TranscriptionMeta(BaseModel):
+    model: ModelFacts
+    audio: AudioFacts
+    params: TranscribeParams
+    frame_rate: float
+    inference_s: float
+    n_notes: int
+
+
+class Transcription(BaseModel):
+    notes: list[NoteEvent]
+    meta: TranscriptionMeta
+
+
+_PARAM_HELP = {
+    "onset_threshold": "note-start probability needed to start a note, in (0, 1); default from the model card",
+    "frame_threshold": "note probability needed to keep a note sounding, in (0, 1); default from the model card",
+    "min_note_ms": "shortest note kept, 0-2000 ms; default from the model card",
+    "min_freq_hz": "ignore notes below this frequency, 20-8000 Hz",
+    "max_freq_hz": "ignore notes above this frequency, 20-8000 Hz",
+    "include_pitch_bends": "add per-frame pitch bends to each note",
+}
+
+# The model of this process's service instance, for the demo (built at import, before it loads).
+_loaded: dict[str, TranscriberModel] = {}
+
+
+def loaded_model() -> TranscriberModel | None:
+    return _loaded.get(NAME)
+
+
+class TranscriberAPI:
+    """Transcriber endpoints; mix into a @bentoml.service class (see services/serving.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        model_dir = model_store.resolve(NAME)
+        self.transcriber = TranscriberModel(model_dir)
+        # One silent window: the first real request should not pay for onnxruntime's lazy setup.
+        self.transcriber.posteriorgrams(np.zeros(self.transcriber.window_samples, dtype=np.float32))
+        m = self.transcriber
+        metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
+        _loaded[NAME] = m
+        log.info("transcriber %s (%s, sha256 %s) from %s on %s", m.name, m.version, m.sha256[:12], model_dir, m.provider)
+
+    # --- shared by both endpoints ---------------------------------------------------------------
+
+    def _transcribe_upload(self, upload: AudioUpload | None, given: dict[str, Any]) -> tuple[Any, list[Note] | None, dict[str, Any] | None]:
+        """(error response or None, notes, meta) for one request."""
+        m = self.transcriber
+        limits = audio_io.Limits.from_env()
+        if upload is None:
+            return reject(
+                "missing_file",
+                "No audio: send the recording as the multipart file field 'audio' "
+                f"(curl -F audio=@song.wav). {limits.accepted()}",
+            ), None, None
+        try:
+            params = TranscribeParams(**{**m.decode_defaults(), **{k: v for k, v in given.items() if v is not None}})
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            return reject("params", f"Invalid parameters: {problems}. Accepted: "
+                          + "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())), None, None
+        try:
+            decoded = audio_io.decode(upload.read_bytes(), m.sample_rate, content_type=upload.content_type, limits=limits)
+        except audio_io.AudioError as exc:
+            return reject(exc.reason, exc.message), None, None
+
+        t0 = time.perf_counter()
+        grams = m.posteriorgrams(decoded.samples)
+        extra = {k: v for k, v in m.decode_defaults().items() if k not in TranscribeParams.model_fields}
+        notes = m.decode(grams, **extra, **params.model_dump())
+        elapsed = time.perf_counter() - t0
+        metrics.observe_inference(m.name, decoded.duration_s, elapsed)
+        meta = TranscriptionMeta(
+            model=ModelFacts(**{k: v for k, v in m.info().items() if k in ModelFacts.model_fields}),
+            audio=AudioFacts(format=decoded.source_format, sample_rate=decoded.source_rate,
+                             channels=decoded.source_channels, duration_s=round(decoded.duration_s, 4)),
+            params=params, frame_rate=m.frame_rate, inference_s=round(elapsed, 4), n_notes=len(notes),
+        )
+        return None, notes, meta.model_dump()
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    @bentoml.api(route="/transcribe")
+    def transcribe(
+        self,
+        audio: Annotated[Optional[AudioUpload], Field(description="the recording: WAV, FLAC, OGG, MP3, AIFF; mono or stereo")] = None,
+        onset_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["onset_threshold"])] = None,
+        frame_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["frame_threshold"])] = None,
+        min_note_ms: Annotated[Optional[NoteMs], Field(description=_PARAM_HELP["min_note_ms"])] = None,
+        min_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["min_freq_hz"])] = None,
+        max_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["max_freq_hz"])] = None,
+        include_pitch_bends: Annotated[bool, Field(description=_PARAM_HELP["include_pitch_bends"])] = True,
+    ) -> Transcription:
+        """Transcribe a recording into notes: start/end in seconds, MIDI pitch, velocity, pitch bends."""
+        given = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
+                     min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends)
+        error, notes, meta = self._transcribe_upload(audio, given)
+        if error is not None:
+            return error
+        return Transcription(notes=[NoteEvent(**note_to_dict(n)) for n in notes], meta=meta)
+
+    @bentoml.api(route="/transcribe_midi")
+    def transcribe_midi(
+        self,
+        audio: Annotated[Optional[AudioUpload], Field(description="the recording: WAV, FLAC, OGG, MP3, AIFF; mono or stereo")] = None,
+        onset_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["onset_threshold"])] = None,
+        frame_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["frame_threshold"])] = None,
+        min_note_ms: Annotated[Optional[NoteMs], Field(description=_PARAM_HELP["min_note_ms"])] = None,
+        min_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["min_freq_hz"])] = None,
+        max_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["max_freq_hz"])] = None,
+        include_pitch_bends: Annotated[bool, Field(description=_PARAM_HELP["include_pitch_bends"])] = True,
+    ) -> Annotated[Path, ContentType("audio/midi")]:
+        """Transcribe a recording into a Standard MIDI File (pitch bends as MIDI pitch-bend events)."""
+        from starlette.responses import Response
+
+        given = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
+                     min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends)
+        error, notes, _ = self._transcribe_upload(audio, given)
+        if error is not None:
+            return error
+        data = notes_to_midi(notes, frame_rate=self.transcriber.frame_rate)
+        stem = Path(str(audio)).stem or "transcription"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100] or "transcription"
+        return Response(data, media_type="audio/midi",
+                        headers={"Content-Disposition": f'attachment; filename="{safe}.mid"'})
+
+
+FAMILY = Family(
+    name=NAME,
+    routes=("/transcribe", "/transcribe_midi"),
+    model_getter=loaded_model,
+    field_help={"audio": "a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo", **_PARAM_HELP},
+)

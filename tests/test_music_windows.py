@@ -1,0 +1,38 @@
+"""Frame targets from notes, and the random-window dataset over a set directory."""
+import numpy as np
+
+from synth_data import write_set
+from training.data.augment import AugmentConfig
+from training.data.music_windows import MusicWindows, frame_targets, load_clips
+
+FR = 22050 / 256
+
+
+def test_frame_targets_place_onset_note_and_contour():
+    notes = np.array([[1.0, 1.5, 60, 90]])
+    t = frame_targets(notes, start_s=0.5, frames=172, frame_rate=FR)
+    on = int(round(0.5 * FR))
+    off = int(round(1.0 * FR))
+    k = 60 - 21
+    assert np.flatnonzero(t["onset"][:, k]).tolist() == [on]
+    assert np.flatnonzero(t["note"][:, k]).tolist() == list(range(on, off))
+    assert t["contour"][on, 3 * k + 1] == 1.0 and t["contour"][on, 3 * k] == 0.5
+    assert t["onset"].sum() == 1 and t["note"][:, :k].sum() == 0
+
+
+def test_note_started_before_the_window_has_no_onset():
+    t = frame_targets(np.array([[0.0, 2.0, 70, 80]]), start_s=1.0, frames=50, frame_rate=FR)
+    assert t["onset"].sum() == 0 and t["note"][:, 70 - 21].all()
+
+
+def test_dataset_is_deterministic_and_keeps_validation_out(tmp_path):
+    write_set(tmp_path, n_clips=6)
+    train = load_clips([tmp_path], "train", validation_every=3)
+    val = load_clips([tmp_path], "validation", validation_every=3)
+    assert {c.wav for c in train}.isdisjoint({c.wav for c in val})
+    assert len(train) + len(val) == 6
+    ds = MusicWindows([tmp_path], 11264, 256, 22050, length=4, augment=AugmentConfig(), validation_every=3)
+    a, b = ds[1], ds[1]
+    assert a["audio"].shape == (11264,) and a["onset"].shape == (44, 88)
+    assert np.array_equal(a["audio"].numpy(), b["audio"].numpy())
+    assert np.isfinite(a["audio"].numpy()).all()

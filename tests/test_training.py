@@ -1,0 +1,69 @@
+"""Training smoke runs: the loss goes down, resume continues from the checkpoint, DDP runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from synth_data import write_set
+from training.transcriber import TranscriberRecipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(data: Path, run_dir: Path, steps: int) -> TranscriberRecipe:
+    return TranscriberRecipe.model_validate({
+        "run_dir": str(run_dir), "data": [str(data)], "validation_every": 1000, "windows_per_epoch": 32,
+        "model": {"window_samples": 11264, "channels": 8, "head_channels": 8},
+        "augment": {"eq_prob": 0.0, "reverb_prob": 0.0, "noise_prob": 0.0, "gain_db": [-6.0, 0.0]},
+        "loop": {"steps": steps, "batch_size": 4, "lr": 0.01, "warmup_steps": 2, "log_every": 1,
+                 "num_workers": 0, "threads": 2, "checkpoint_minutes": 60},
+    })
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tone_set(tmp_path_factory):
+    return write_set(tmp_path_factory.mktemp("tones"), n_clips=4, seconds=4.0)
+
+
+def test_loss_goes_down_and_resume_continues(tone_set, tmp_path):
+    run = tmp_path / "run"
+    first = train(tiny_recipe(tone_set, run, steps=40))
+    assert first["steps"] == 40
+    log = read_metrics(run)
+    assert log[-1]["loss"] < 0.7 * log[0]["loss"], (log[0]["loss"], log[-1]["loss"])
+
+    saved = torch.load(run / "last.pt", weights_only=False)
+    assert saved["step"] == 40
+    second = train(tiny_recipe(tone_set, run, steps=45), resume=True)
+    assert second["steps"] == 45
+    steps = [m["step"] for m in read_metrics(run)]
+    assert steps == list(range(1, 46)), "resume must continue at step 41, not start over"
+    resumed = torch.load(run / "last.pt", weights_only=False)
+    key = next(k for k in saved["model"] if k.endswith("weight"))
+    assert not torch.equal(saved["model"][key], resumed["model"][key])
+
+
+def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
+    run = tmp_path / "ddp"
+    recipe = tiny_recipe(tone_set, run, steps=3)
+    recipe.loop.threads = 1
+    config = tmp_path / "recipe.json"
+    config.write_text(recipe.model_dump_json())
+    script = tmp_path / "run_ddp.py"
+    script.write_text("import sys\nfrom training.transcriber import TranscriberRecipe, train\n"
+                      "train(TranscriberRecipe.model_validate_json(open(sys.argv[1]).read()))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(config)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 3
+    assert len(read_metrics(run)) == 3  # only rank 0 writes

@@ -1,0 +1,182 @@
+"""Rendered music with exact note truth: music21 scores and generated textures -> FluidSynth.
+
+A set is a directory of `audio/NAME.wav` (22.05 kHz mono) and `notes/NAME.csv`
+(`onset_s,offset_s,midi_pitch,velocity`) plus `manifest.json`; the evaluation reads the same
+layout. Every clip is a pure function of (set seed, clip index), so a set can be extended or
+rebuilt and comes out the same.
+
+Held out from training: 10 % of the corpus pieces, one soundfont, and a set of GM programs
+(one per instrument family the evaluation reports on).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import soundfile as sf
+from tqdm import tqdm
+
+from training.data import midi_sources
+
+SAMPLE_RATE = 22050
+TRAIN_SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"]
+HELDOUT_SOUNDFONTS = ["/usr/share/sounds/sf2/TimGM6mb.sf2"]
+# One or two per family: keys, plucked, bowed, voice-like, winds, pads.
+HELDOUT_PROGRAMS = [1, 5, 25, 41, 53, 66, 69, 89]
+_NOT_PITCHED = {47, 55, 109} | set(range(96, 104)) | set(range(112, 128))
+TRAIN_PROGRAMS = [p for p in range(128) if p not in _NOT_PITCHED and p not in HELDOUT_PROGRAMS]
+
+
+def crop(pm: pretty_midi.PrettyMIDI, start: float, seconds: float) -> pretty_midi.PrettyMIDI:
+    """Notes sounding in [start, start + seconds), shifted to 0 and cut at the edges."""
+    out = pretty_midi.PrettyMIDI()
+    end = start + seconds
+    for inst in pm.instruments:
+        if inst.is_drum:
+            continue
+        new = pretty_midi.Instrument(program=inst.program)
+        for n in inst.notes:
+            if n.end > start and n.start < end and n.end - n.start > 0.02:
+                new.notes.append(pretty_midi.Note(n.velocity, n.pitch, max(n.start, start) - start, min(n.end, end) - start))
+        if new.notes:
+            out.instruments.append(new)
+    return out
+
+
+def randomize(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator, programs: list[int]) -> pretty_midi.PrettyMIDI:
+    """New timbres, dynamics, tempo and key for every rendering of the same score."""
+    stretch = float(rng.uniform(0.7, 1.4))
+    shift = int(rng.integers(-6, 7))
+    for inst in pm.instruments:
+        inst.program = int(rng.choice(programs))
+        inst.is_drum = False
+        base = rng.uniform(40, 120)
+        for n in inst.notes:
+            n.start *= stretch
+            n.end *= stretch
+            n.pitch = int(np.clip(n.pitch + shift, 21, 108))
+            n.velocity = int(np.clip(base + rng.normal(0, 10), 15, 127))
+        inst.control_changes = []  # sustain pedals would move note ends away from the truth
+        inst.pitch_bends = []
+    # MIDI has 15 melodic channels; parts beyond that would fight over programs.
+    pm.instruments = sorted(pm.instruments, key=lambda i: -len(i.notes))[:15]
+    return pm
+
+
+def render(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.random.Generator) -> np.ndarray:
+    """FluidSynth's own reverb and chorus stay on for some clips, off for others."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
+        pm.write(str(mid))
+        fx = ["-R", "1", "-C", "1"] if rng.random() < 0.4 else ["-R", "0", "-C", "0"]
+        cmd = ["fluidsynth", "-ni", "-q", *fx, "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav), soundfont, str(mid)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+        audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert sr == SAMPLE_RATE
+    audio = audio.mean(axis=1)
+    peak = float(np.abs(audio).max())
+    return audio / peak * 0.9 if peak > 0 else audio
+
+
+def notes_of(pm: pretty_midi.PrettyMIDI) -> np.ndarray:
+    rows = [(n.start, n.end, n.pitch, n.velocity) for i in pm.instruments for n in i.notes]
+    arr = np.array(sorted(rows), dtype=np.float64).reshape(-1, 4)
+    return arr
+
+
+def write_notes_csv(path: Path, notes: np.ndarray, source: str) -> None:
+    lines = [f"# audio: ../audio/{path.stem}.wav ({source})", "onset_s,offset_s,midi_pitch,velocity"]
+    lines += [f"{s:.4f},{e:.4f},{int(p)},{int(v)}" for s, e, p, v in notes]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_clip(args: tuple[str, int, dict]) -> dict | None:
+    """Clip `index` of a set; deterministic in (seed, index)."""
+    out, index, spec = args
+    out = Path(out)
+    name = f"{spec['split']}_{index:06d}"
+    wav, csv = out / "audio" / f"{name}.wav", out / "notes" / f"{name}.csv"
+    if wav.exists() and csv.exists():
+        return None
+    rng = np.random.default_rng([spec["seed"], index])
+    seconds = spec["clip_seconds"]
+    pieces = spec["pieces"]
+    if pieces and rng.random() >= spec["texture_share"]:
+        piece = Path(pieces[int(rng.integers(len(pieces)))])
+        pm = midi_sources.piece_midi(piece, Path(spec["cache"]) / "midi")
+        if pm is None:
+            return None
+        source = "music21:" + str(piece).split("/corpus/")[-1]
+        pm = randomize(pm, rng, spec["programs"])
+        start = float(rng.uniform(0, max(pm.get_end_time() - seconds, 0)))
+    else:
+        pm = randomize(midi_sources.random_texture(rng, seconds), rng, spec["programs"])
+        source, start = "generated-texture", 0.0
+    pm = crop(pm, start, seconds)
+    if not pm.instruments:
+        return None
+    soundfont = spec["soundfonts"][int(rng.integers(len(spec["soundfonts"])))]
+    audio = render(pm, soundfont, rng)[: int(seconds * SAMPLE_RATE)]
+    notes = notes_of(pm)
+    sf.write(str(wav), audio, SAMPLE_RATE, subtype="PCM_16")
+    write_notes_csv(csv, notes, f"{source}; {Path(soundfont).name}; programs {sorted({i.program for i in pm.instruments})}")
+    return {"name": name, "source": source, "soundfont": Path(soundfont).name, "seconds": len(audio) / SAMPLE_RATE,
+            "notes": len(notes), "programs": sorted({i.program for i in pm.instruments})}
+
+
+def build_set(out: Path, split: str, minutes: float, seed: int, clip_seconds: float = 30.0,
+              workers: int = 2, soundfonts: list[str] | None = None, texture_share: float | None = None) -> Path:
+    """Render a `train` or `heldout` set of about `minutes` of audio into `out`."""
+    if split not in ("train", "heldout"):
+        raise ValueError("split must be 'train' or 'heldout'")
+    soundfonts = soundfonts or (TRAIN_SOUNDFONTS if split == "train" else HELDOUT_SOUNDFONTS)
+    missing = [s for s in soundfonts if not Path(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"soundfonts not found: {missing} (Debian: fluid-soundfont-gm, "
+                                "musescore-general-soundfont-small, timgm6mb-soundfont)")
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "notes").mkdir(parents=True, exist_ok=True)
+    spec = {
+        "split": split, "seed": seed, "clip_seconds": clip_seconds, "soundfonts": soundfonts,
+        "programs": TRAIN_PROGRAMS if split == "train" else HELDOUT_PROGRAMS,
+        "pieces": [str(p) for p in midi_sources.corpus_pieces(split)],
+        "texture_share": (0.3 if split == "train" else 0.15) if texture_share is None else texture_share,
+        "cache": str(Path(os.environ.get("HARK_CACHE", "data/cache"))),
+    }
+    n_clips = int(np.ceil(minutes * 60 / clip_seconds))
+    jobs = [(str(out), i, spec) for i in range(n_clips)]
+    made = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for info in tqdm(pool.map(make_clip, jobs, chunksize=2), total=n_clips, desc=f"render {split}", unit="clip"):
+            if info:
+                made.append(info)
+    manifest = out / "manifest.json"
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"clips": []}
+    meta = {k: v for k, v in spec.items() if k != "pieces"}
+    meta["n_pieces_available"] = len(spec["pieces"])
+    manifest.write_text(json.dumps({"spec": meta, "clips": old["clips"] + made}, indent=1))
+    return out
+
+
+def add_arguments_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="set directory to create or extend")
+    parser.add_argument("--split", choices=["train", "heldout"], default="train",
+                        help="train: training pieces, soundfonts and programs; heldout: only the held-out ones")
+    parser.add_argument("--minutes", type=float, default=240, help="approximate amount of audio to render")
+    parser.add_argument("--seed", type=int, default=0, help="set seed; each clip depends only on (seed, index)")
+    parser.add_argument("--clip-seconds", type=float, default=30.0, help="length of each rendered clip")
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    parser.add_argument("--soundfont", action="append", help="override the split's soundfonts (repeatable)")
+
+
+def run_data(args: argparse.Namespace) -> int:
+    out = build_set(args.out, args.split, args.minutes, args.seed, args.clip_seconds, args.workers, args.soundfont)
+    print(f"wrote {out}")
+    return 0

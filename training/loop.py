@@ -1,0 +1,172 @@
+"""One training loop for every family.
+
+AdamW with warm-up and cosine decay, gradient clipping, a checkpoint every few minutes that
+`resume` continues from exactly (model, optimizer, schedule, step, epoch), a progress bar, metrics
+as JSON lines, and DDP when started under `torchrun` (gloo on CPU, NCCL on GPU). Only rank 0
+writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+
+class LoopConfig(BaseModel):
+    steps: int = 20000
+    max_minutes: float | None = None  # stop early (with a checkpoint) when the time budget is spent
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 20
+    num_workers: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch intra-op threads on CPU
+    seed: int = 0
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch sees no GPU")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def lr_at(step: int, cfg: LoopConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind an interruption
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]],
+        dataset: Dataset, cfg: LoopConfig, run_dir: Path, resume: bool = False,
+        extra_state: dict | None = None) -> dict:
+    """Train `model` on `dataset`; returns a summary (steps, wall time, last losses).
+
+    `loss_fn(model, batch)` returns the scalar loss and a dict of floats to log.
+    `extra_state` (config, data description) is stored in every checkpoint.
+    """
+    d = setup_distributed(cfg.device)
+    device = resolve_device(cfg.device, d.local_rank)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + d.rank)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "last.pt"
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, epoch, wall_before = 0, 0, 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, epoch, wall_before = state["step"], state["epoch"], state.get("wall_s", 0.0)
+        if d.main:
+            print(f"resumed from {ckpt_path} at step {step}")
+    net = DistributedDataParallel(model) if d.world > 1 else model
+    if hasattr(dataset, "seed"):
+        dataset.seed = cfg.seed * 1000 + d.rank  # ranks draw different windows
+    loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+                     persistent_workers=False, pin_memory=device.type == "cuda")
+    start = time.time()
+    last_ckpt = start
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if d.main else None
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not d.main, dynamic_ncols=True)
+    logs: dict = {}
+    samples = 0
+
+    def checkpoint() -> None:
+        if d.main:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                        "epoch": epoch, "wall_s": wall_before + time.time() - start,
+                                        **(extra_state or {})})
+
+    stop = False
+    while step < cfg.steps and not stop:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for batch in DataLoader(dataset, shuffle=False, **loader_kw):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            net.train()
+            loss, parts = loss_fn(net, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            samples += cfg.batch_size * d.world
+            logs = {k: logs.get(k, v) * 0.9 + v * 0.1 for k, v in {"loss": loss.item(), **parts}.items()}
+            bar.update(1)
+            if step % cfg.log_every == 0 and d.main:
+                elapsed = time.time() - start
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                metrics_file.write(json.dumps({"step": step, "lr": lr_at(step, cfg), "grad_norm": float(gnorm),
+                                               "wall_s": round(wall_before + elapsed, 1),
+                                               "samples_per_s": round(samples / elapsed, 2),
+                                               **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
+                metrics_file.flush()
+            over_time = cfg.max_minutes is not None and (wall_before + time.time() - start) > cfg.max_minutes * 60
+            if d.world > 1:  # every rank must stop on the same step or the others hang in all-reduce
+                flag = torch.tensor([float(over_time)], device=device)
+                dist.all_reduce(flag)
+                over_time = bool(flag.item() > 0)
+            if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                checkpoint()
+                last_ckpt = time.time()
+            if step >= cfg.steps or over_time:
+                stop = True
+                break
+        epoch += 1
+    checkpoint()
+    bar.close()
+    if metrics_file:
+        metrics_file.close()
+    if d.world > 1:
+        dist.destroy_process_group()
+    return {"steps": step, "epochs": epoch, "wall_s": round(wall_before + time.time() - start, 1),
+            "last": {k: round(v, 5) for k, v in logs.items()}}
