@@ -20,7 +20,7 @@ PYTEST_ARGS ?= -q
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help serve test system-deps venv data train export eval bench bento clean
+.PHONY: help serve test system-deps venv require-data data train export eval bench bento clean
 
 help:
 	@echo "make serve    create .venv with hark[serve], register artifacts/, serve on http://$(HOST):$(PORT)"
@@ -47,9 +47,8 @@ $(VENV)/.train.stamp: pyproject.toml | $(PY)
 # basic-pitch is an evaluation anchor: --no-deps because its declared requirements pull
 # TensorFlow; requirements/basic-pitch.txt lists what its ONNX predict() really needs.
 $(VENV)/.dev.stamp: $(VENV)/.train.stamp requirements/basic-pitch.txt
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev]' -r requirements/basic-pitch.txt
 	$(PIP) install --no-deps basic-pitch==0.4.0
-	$(PIP) install -r requirements/basic-pitch.txt
 	touch $@
 
 system-deps:
@@ -76,14 +75,19 @@ train: $(VENV)/.train.stamp
 export: $(VENV)/.train.stamp
 	$(HARK) export $(FAMILY) $(ARGS)
 
-eval: $(VENV)/.dev.stamp
+# Checked before any install, so a forgotten DATA fails at once.
+require-data:
 	@[ -n "$(DATA)" ] || { echo "make eval needs DATA='DIR ...' (evaluation sets: audio/*.wav + notes/*.csv)"; exit 2; }
+
+eval: require-data $(VENV)/.dev.stamp
 	$(HARK) eval $(FAMILY) --data $(DATA) $(ARGS)
 
 bench: $(VENV)/.dev.stamp
 	$(HARK) bench $(FAMILY) $(ARGS)
 
+# bentoml build calls uv (and pip-installs it if missing); hark[dev] has it, a serve-only venv may not.
 bento: $(VENV)/.serve.stamp
+	@$(PY) -c "import importlib.metadata as m; m.version('uv')" 2>/dev/null || $(PIP) install uv
 	$(HARK) serve all --register-only
 	$(VENV)/bin/bentoml build
 

@@ -202,6 +202,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "frame_grid_s": FRAME_HOP_S,
         "frame_rule": "both systems' notes and the reference rendered on the same 10 ms grid, [onset, offset)",
         "limit_seconds": args.limit_seconds,
+        "data_dirs": [str(d) for d in args.data],
         "set_sizes": {}, "groups": {}, "per_clip_note_f1": {}, "error_breakdown": {},
         "systems": {name: s.info() for name, s in systems.items()},
         "skipped": skipped,
@@ -224,7 +225,23 @@ def run_eval(args: argparse.Namespace) -> int:
     out = report.merge(report.load(args.out), sets=results, meta={**stamp, "eval": meta_eval})
     changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
     log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
+    if HARK in systems:
+        _record_in_card(Path(args.model_dir), systems[HARK].info()["sha256"], results, meta_eval, stamp)
     return 0
+
+
+def _record_in_card(model_dir: Path, sha256: str, results: dict, meta_eval: dict, stamp: dict) -> None:
+    """The model card carries what its model scored, beside Basic Pitch on the same clips."""
+    card_path = model_dir / "card.json"
+    card = json.loads(card_path.read_text())
+    if card.get("sha256") != sha256:
+        log.warning("not writing eval into %s: its sha256 does not match the evaluated model", card_path)
+        return
+    card["eval"] = {"sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
+                    "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
+                    "onset_tolerance_s": meta_eval["onset_tolerance_s"],
+                    "command": "hark eval transcriber --data " + " ".join(meta_eval.get("data_dirs", []))}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def add_arguments_bench(parser: argparse.ArgumentParser) -> None:
@@ -327,7 +344,23 @@ def run_bench(args: argparse.Namespace) -> int:
     out = report.merge(report.load(args.out), speed=results, meta={**stamp, "bench": meta_bench})
     changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
     log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
+    if HARK in systems:
+        _record_in_card(Path(args.model_dir), systems[HARK].info()["sha256"], results, meta_eval, stamp)
     return 0
+
+
+def _record_in_card(model_dir: Path, sha256: str, results: dict, meta_eval: dict, stamp: dict) -> None:
+    """The model card carries what its model scored, beside Basic Pitch on the same clips."""
+    card_path = model_dir / "card.json"
+    card = json.loads(card_path.read_text())
+    if card.get("sha256") != sha256:
+        log.warning("not writing eval into %s: its sha256 does not match the evaluated model", card_path)
+        return
+    card["eval"] = {"sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
+                    "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
+                    "onset_tolerance_s": meta_eval["onset_tolerance_s"],
+                    "command": "hark eval transcriber --data " + " ".join(meta_eval.get("data_dirs", []))}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 __all__ = ["add_arguments_eval", "run_eval", "add_arguments_bench", "run_bench"]

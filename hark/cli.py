@@ -106,10 +106,11 @@ def load_module(command: str, family: str) -> ModuleType:
     return module
 
 
-def _families_epilog(command: str) -> str:
+def _families_epilog(command: str | None = None) -> str:
+    """The families (of one command, or all of them) with what each does, for --help."""
     lines = ["families:"]
     for family, spec in FAMILIES.items():
-        if spec.target(command) is not None:
+        if command is None or spec.target(command) is not None:
             lines.append(f"  {family:<12} {spec.about}")
     return "\n".join(lines)
 
@@ -131,10 +132,14 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         "target", nargs="?", default="all", choices=["all", *families], metavar="FAMILY|all",
         help="what to serve (default: all)",
     )
+    # Same variables as services/config.py, so `hark serve` and `bentoml serve` agree.
     host = os.environ.get("HARK_HOST", "127.0.0.1")
     port = os.environ.get("HARK_PORT", "3000")
     parser.add_argument("--host", default=host, help=f"address to bind (default: $HARK_HOST or {host})")
-    parser.add_argument("--port", type=int, default=int(port) if port.isdigit() else 3000, help=f"port to listen on (default: $HARK_PORT or {port})")
+    parser.add_argument(
+        "--port", type=int, default=int(port) if port.isdigit() else 3000,
+        help=f"port to listen on (default: $HARK_PORT or {port})",
+    )
     parser.add_argument(
         "--workers", type=int, default=None, metavar="N",
         help="worker processes per service; sets HARK_WORKERS (default: $HARK_WORKERS or 1)",
@@ -165,7 +170,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         epilog=(
             "Run `hark COMMAND --help` for the families of a command and "
             "`hark COMMAND FAMILY --help` for its arguments.\n\n"
-            + _families_epilog("train")
+            + _families_epilog()
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -220,10 +225,10 @@ def run_serve(args: argparse.Namespace) -> int:
         target = FAMILIES[args.target].serve or ""
         families = [args.target]
     artifacts: Path = args.artifacts
-    to_register = [artifacts / f for f in families if (artifacts / f).is_dir()]
+    to_register = [artifacts / f for f in families if (artifacts / f / "card.json").is_file()]
     if not args.no_register and not to_register:
         raise Unavailable(
-            f"no shipped models under {artifacts}/ for {', '.join(families)}; "
+            f"no shipped models (FAMILY/card.json) under {artifacts}/ for {', '.join(families)}; "
             "run `hark export FAMILY` first or pass --artifacts DIR"
         )
 
@@ -232,6 +237,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if (REPO_ROOT / "services").is_dir():
         command += ["--working-dir", str(REPO_ROOT)]
     env = dict(os.environ)
+    # The services look up the same shipped models that were just registered.
+    env["HARK_ARTIFACTS_DIR"] = str(artifacts.resolve())
     if args.workers is not None:
         if args.workers < 1:
             raise UsageError("--workers must be at least 1")

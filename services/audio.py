@@ -52,7 +52,7 @@ class Limits:
     max_channels: int = MAX_CHANNELS
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         return cls(max_seconds=config.max_audio_seconds(), max_bytes=config.max_upload_bytes())
 
     def accepted(self) -> str:

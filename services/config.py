@@ -14,6 +14,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HARK_PORT": ("3000", "port `bentoml serve` binds when --port is not given"),
     "HARK_WORKERS": ("1", "worker processes per service (Gradio's queue wants 1 for /ui)"),
     "HARK_TIMEOUT_S": ("300", "request timeout in seconds"),
+    "HARK_UI": ("1", "mount the Gradio demo at /ui (0: API only, and workers start faster)"),
     "HARK_MAX_AUDIO_SECONDS": ("600", "longest accepted audio, in seconds"),
     "HARK_MAX_UPLOAD_MB": ("50", "largest accepted request body, in MB (10^6 bytes)"),
     "HARK_ORT_PROVIDER": ("auto", "onnxruntime provider: auto (CUDA if it works, else CPU), cuda or cpu"),
@@ -59,6 +60,10 @@ def get_str(name: str) -> str:
 
 def workers() -> int:
     return get_int("HARK_WORKERS", minimum=1)
+
+
+def ui_enabled() -> bool:
+    return get_str("HARK_UI").lower() not in ("0", "false", "no", "off")
 
 
 def max_audio_seconds() -> float:

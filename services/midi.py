@@ -7,7 +7,8 @@ channel per instrument, skipping the drum channel) so that no two of them overla
 from __future__ import annotations
 
 import io
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import pretty_midi
 
@@ -67,7 +68,7 @@ def notes_to_midi(
     n_instruments = max([c for c in channels if c >= 0], default=0) + 1
     instruments = [pretty_midi.Instrument(program=program, name=name if i == 0 else f"{name} {i + 1}")
                    for i in range(n_instruments)]
-    for n, c in zip(notes, channels):
+    for n, c in zip(notes, channels, strict=True):
         inst = instruments[max(c, 0)]
         start, end = float(n.start_s), float(n.end_s)
         if end <= start:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def _segments(active: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
     keep[1:] = (starts[1:] - ends[:-1]) > max_gap  # a new segment only after a long enough gap
     seg_starts = starts[keep]
     seg_ends = np.append(ends[np.flatnonzero(keep)[1:] - 1], ends[-1])
-    return list(zip(seg_starts.tolist(), seg_ends.tolist()))
+    return list(zip(seg_starts.tolist(), seg_ends.tolist(), strict=True))
 
 
 def _onset_strength(onset: np.ndarray, note: np.ndarray, infer_onsets: bool) -> np.ndarray:
@@ -167,7 +168,10 @@ def _pitch_bends(contour: np.ndarray, key: int, s: int, e: int, bins_per_semiton
     return [float(x) for x in bends]
 
 
-def _suppress_overtones(notes: list[tuple[int, int, int, float]], ratio: float, tolerance: int) -> list[tuple[int, int, int, float]]:
+Span = tuple[int, int, int, float]  # start frame, end frame, key, mean note activation
+
+
+def _suppress_overtones(notes: list[Span], ratio: float, tolerance: int) -> list[Span]:
     """Drop notes an octave, twelfth or two octaves above a louder note that starts with them."""
     kept = []
     for s, e, k, amp in notes:
@@ -254,7 +258,7 @@ def decode_notes(
     # Keys that never reach the frame threshold cannot hold a note: skip them cheaply.
     candidates = np.flatnonzero(in_range & (note >= frame_threshold).any(axis=0))
 
-    spans: list[tuple[int, int, int, float]] = []
+    spans: list[Span] = []
     for k in candidates.tolist():
         for s, e in _key_notes(strength[:, k], note[:, k], peaks[:, k], rules):
             spans.append((s, e, k, float(note[s:e, k].mean())))

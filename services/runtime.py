@@ -56,6 +56,9 @@ def create_session(
     # Our graphs are a single chain of ops: a second inter-op pool only adds idle threads.
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads otherwise spin-wait between runs, burning CPU the other workers
+    # and requests need; windows are batched, so the wake-up latency is negligible.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = wanted_providers(provider)
     if CUDA in providers:
         _preload_cuda_dlls()

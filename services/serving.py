@@ -23,9 +23,11 @@ BentoML.) It must run on the final service: BentoML keeps mounted apps on the cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from services import config
 from services.upload import RequestGuard, RouteSpec
 
 log = logging.getLogger("hark.serving")
@@ -45,6 +47,9 @@ class Family:
 
 
 def _build_demo(families: Sequence[Family]) -> Any | None:
+    if not config.ui_enabled():
+        log.info("HARK_UI is off: no %s", UI_PATH)
+        return None
     try:
         from services.demo import build_demo
     except ModuleNotFoundError as exc:
@@ -68,8 +73,6 @@ def _build_demo(families: Sequence[Family]) -> Any | None:
 
 def finish(service: Any, families: Sequence[Family]) -> Any:
     """Add the request guard and the /ui demo to a `@bentoml.service` made of `families`."""
-    from bentoml.gradio import mount_gradio_app
-
     apis = {method.route: method for method in service.apis.values()}
     routes: dict[str, RouteSpec] = {}
     field_help: dict[str, str] = {}
@@ -86,5 +89,7 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
     service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
     blocks = _build_demo(families)
     if blocks is not None:
+        from bentoml.gradio import mount_gradio_app  # imports gradio: only when there is a UI
+
         mount_gradio_app(blocks, path=UI_PATH)(service)
     return service

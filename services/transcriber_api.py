@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -46,7 +47,7 @@ class TranscribeParams(BaseModel):
     include_pitch_bends: bool = True
 
     @model_validator(mode="after")
-    def _freq_order(self) -> "TranscribeParams":
+    def _freq_order(self) -> TranscribeParams:
         if self.min_freq_hz is not None and self.max_freq_hz is not None and self.min_freq_hz >= self.max_freq_hz:
             raise ValueError(
                 f"min_freq_hz ({self.min_freq_hz:g}) must be below max_freq_hz ({self.max_freq_hz:g})"
@@ -99,6 +100,25 @@ _PARAM_HELP = {
     "max_freq_hz": "ignore notes above this frequency, 20-8000 Hz",
     "include_pitch_bends": "add per-frame pitch bends to each note",
 }
+_AUDIO_HELP = "the recording, a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo"
+
+# Request fields (unset parameters are None and take the card's default).
+AudioField = Annotated[Optional[AudioUpload], Field(description=_AUDIO_HELP)]
+OnsetField = Annotated[Optional[Probability], Field(description=_PARAM_HELP["onset_threshold"])]
+FrameField = Annotated[Optional[Probability], Field(description=_PARAM_HELP["frame_threshold"])]
+NoteMsField = Annotated[Optional[NoteMs], Field(description=_PARAM_HELP["min_note_ms"])]
+MinHzField = Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["min_freq_hz"])]
+MaxHzField = Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["max_freq_hz"])]
+BendsField = Annotated[bool, Field(description=_PARAM_HELP["include_pitch_bends"])]
+
+
+@dataclass
+class _Outcome:
+    """One request's result: a 4xx response, or the notes and the meta block."""
+
+    error: Any = None
+    notes: list[Note] = field(default_factory=list)
+    meta: TranscriptionMeta | None = None
 
 # The model of this process's service instance, for the demo (built at import, before it loads).
 _loaded: dict[str, TranscriberModel] = {}
@@ -120,95 +140,98 @@ class TranscriberAPI:
         m = self.transcriber
         metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
         _loaded[NAME] = m
-        log.info("transcriber %s (%s, sha256 %s) from %s on %s", m.name, m.version, m.sha256[:12], model_dir, m.provider)
+        log.info("transcriber %s (%s, sha256 %s) from %s on %s",
+                 m.name, m.version, m.sha256[:12], model_dir, m.provider)
 
     # --- shared by both endpoints ---------------------------------------------------------------
 
-    def _transcribe_upload(self, upload: AudioUpload | None, given: dict[str, Any]) -> tuple[Any, list[Note] | None, dict[str, Any] | None]:
-        """(error response or None, notes, meta) for one request."""
+    def _run(self, upload: AudioUpload | None, given: dict[str, Any]) -> _Outcome:
         m = self.transcriber
         limits = audio_io.Limits.from_env()
         if upload is None:
-            return reject(
+            return _Outcome(error=reject(
                 "missing_file",
                 "No audio: send the recording as the multipart file field 'audio' "
                 f"(curl -F audio=@song.wav). {limits.accepted()}",
-            ), None, None
+            ))
         try:
-            params = TranscribeParams(**{**m.decode_defaults(), **{k: v for k, v in given.items() if v is not None}})
+            chosen = {k: v for k, v in given.items() if v is not None}
+            params = TranscribeParams(**{**m.decode_defaults(), **chosen})
         except ValidationError as exc:
             problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            return reject("params", f"Invalid parameters: {problems}. Accepted: "
-                          + "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())), None, None
+            accepted = "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())
+            return _Outcome(error=reject("params", f"Invalid parameters: {problems}. Accepted: {accepted}"))
         try:
-            decoded = audio_io.decode(upload.read_bytes(), m.sample_rate, content_type=upload.content_type, limits=limits)
+            decoded = audio_io.decode(upload.read_bytes(), m.sample_rate,
+                                      content_type=upload.content_type, limits=limits)
         except audio_io.AudioError as exc:
-            return reject(exc.reason, exc.message), None, None
+            return _Outcome(error=reject(exc.reason, exc.message))
 
         t0 = time.perf_counter()
         grams = m.posteriorgrams(decoded.samples)
+        # Card-level decoding options that are not request parameters still apply.
         extra = {k: v for k, v in m.decode_defaults().items() if k not in TranscribeParams.model_fields}
         notes = m.decode(grams, **extra, **params.model_dump())
         elapsed = time.perf_counter() - t0
         metrics.observe_inference(m.name, decoded.duration_s, elapsed)
         meta = TranscriptionMeta(
-            model=ModelFacts(**{k: v for k, v in m.info().items() if k in ModelFacts.model_fields}),
+            model=ModelFacts(name=m.name, version=m.version, sha256=m.sha256, provider=m.provider),
             audio=AudioFacts(format=decoded.source_format, sample_rate=decoded.source_rate,
                              channels=decoded.source_channels, duration_s=round(decoded.duration_s, 4)),
             params=params, frame_rate=m.frame_rate, inference_s=round(elapsed, 4), n_notes=len(notes),
         )
-        return None, notes, meta.model_dump()
+        return _Outcome(notes=notes, meta=meta)
 
     # --- endpoints ------------------------------------------------------------------------------
 
     @bentoml.api(route="/transcribe")
     def transcribe(
         self,
-        audio: Annotated[Optional[AudioUpload], Field(description="the recording: WAV, FLAC, OGG, MP3, AIFF; mono or stereo")] = None,
-        onset_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["onset_threshold"])] = None,
-        frame_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["frame_threshold"])] = None,
-        min_note_ms: Annotated[Optional[NoteMs], Field(description=_PARAM_HELP["min_note_ms"])] = None,
-        min_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["min_freq_hz"])] = None,
-        max_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["max_freq_hz"])] = None,
-        include_pitch_bends: Annotated[bool, Field(description=_PARAM_HELP["include_pitch_bends"])] = True,
+        audio: AudioField = None,
+        onset_threshold: OnsetField = None,
+        frame_threshold: FrameField = None,
+        min_note_ms: NoteMsField = None,
+        min_freq_hz: MinHzField = None,
+        max_freq_hz: MaxHzField = None,
+        include_pitch_bends: BendsField = True,
     ) -> Transcription:
         """Transcribe a recording into notes: start/end in seconds, MIDI pitch, velocity, pitch bends."""
-        given = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
-                     min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends)
-        error, notes, meta = self._transcribe_upload(audio, given)
-        if error is not None:
-            return error
-        return Transcription(notes=[NoteEvent(**note_to_dict(n)) for n in notes], meta=meta)
+        out = self._run(audio, dict(
+            onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
+            min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends))
+        if out.error is not None:
+            return out.error
+        return Transcription(notes=[NoteEvent(**note_to_dict(n)) for n in out.notes], meta=out.meta)
 
     @bentoml.api(route="/transcribe_midi")
     def transcribe_midi(
         self,
-        audio: Annotated[Optional[AudioUpload], Field(description="the recording: WAV, FLAC, OGG, MP3, AIFF; mono or stereo")] = None,
-        onset_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["onset_threshold"])] = None,
-        frame_threshold: Annotated[Optional[Probability], Field(description=_PARAM_HELP["frame_threshold"])] = None,
-        min_note_ms: Annotated[Optional[NoteMs], Field(description=_PARAM_HELP["min_note_ms"])] = None,
-        min_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["min_freq_hz"])] = None,
-        max_freq_hz: Annotated[Optional[FreqHz], Field(description=_PARAM_HELP["max_freq_hz"])] = None,
-        include_pitch_bends: Annotated[bool, Field(description=_PARAM_HELP["include_pitch_bends"])] = True,
+        audio: AudioField = None,
+        onset_threshold: OnsetField = None,
+        frame_threshold: FrameField = None,
+        min_note_ms: NoteMsField = None,
+        min_freq_hz: MinHzField = None,
+        max_freq_hz: MaxHzField = None,
+        include_pitch_bends: BendsField = True,
     ) -> Annotated[Path, ContentType("audio/midi")]:
         """Transcribe a recording into a Standard MIDI File (pitch bends as MIDI pitch-bend events)."""
         from starlette.responses import Response
 
-        given = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
-                     min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends)
-        error, notes, _ = self._transcribe_upload(audio, given)
-        if error is not None:
-            return error
-        data = notes_to_midi(notes, frame_rate=self.transcriber.frame_rate)
-        stem = Path(str(audio)).stem or "transcription"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100] or "transcription"
+        out = self._run(audio, dict(
+            onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=min_note_ms,
+            min_freq_hz=min_freq_hz, max_freq_hz=max_freq_hz, include_pitch_bends=include_pitch_bends))
+        if out.error is not None:
+            return out.error
+        data = notes_to_midi(out.notes, frame_rate=self.transcriber.frame_rate)
+        # The upload's own name, made safe for a header.
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(audio)).stem)[:100]
         return Response(data, media_type="audio/midi",
-                        headers={"Content-Disposition": f'attachment; filename="{safe}.mid"'})
+                        headers={"Content-Disposition": f'attachment; filename="{stem or "transcription"}.mid"'})
 
 
 FAMILY = Family(
     name=NAME,
     routes=("/transcribe", "/transcribe_midi"),
     model_getter=loaded_model,
-    field_help={"audio": "a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo", **_PARAM_HELP},
+    field_help={"audio": _AUDIO_HELP, **_PARAM_HELP},
 )

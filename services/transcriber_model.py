@@ -63,7 +63,9 @@ class TranscriberModel:
         self.n_keys: int = int(io.get("n_keys", 88))
         self.bins_per_semitone: int = int(io.get("bins_per_semitone", 3))
         self.frame_rate: float = self.sample_rate / self.hop
-        self.margin_frames = int(margin_frames if margin_frames is not None else io.get("margin_frames", DEFAULT_MARGIN_FRAMES))
+        if margin_frames is None:
+            margin_frames = int(io.get("margin_frames", DEFAULT_MARGIN_FRAMES))
+        self.margin_frames = margin_frames
         self.batch_size = batch_size or config.batch_size()
 
         model_path = self.model_dir / self.card.get("files", {}).get("model", "transcriber.onnx")
@@ -88,7 +90,7 @@ class TranscriberModel:
     def _run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with self._lock:
             values = self.session.run(list(OUTPUTS), {self._input: batch})
-        return dict(zip(OUTPUTS, values))
+        return dict(zip(OUTPUTS, values, strict=True))
 
     def posteriorgrams(self, audio: np.ndarray) -> dict[str, np.ndarray]:
         """onset/note [frames, keys] and contour [frames, keys*3] for mono float32 audio at

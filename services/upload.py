@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
 from pydantic_core import core_schema
 
@@ -51,7 +52,7 @@ class AudioUpload(PurePosixPath):
     data: bytes | None
 
     @classmethod
-    def _validate(cls, value: Any) -> "AudioUpload":
+    def _validate(cls, value: Any) -> AudioUpload:
         # On the server the value is a Starlette UploadFile; in-process callers pass paths or bytes.
         if hasattr(value, "file") and hasattr(value, "filename"):
             upload = cls(Path(value.filename or "upload").name or "upload")
@@ -60,11 +61,13 @@ class AudioUpload(PurePosixPath):
         elif isinstance(value, (bytes, bytearray)):
             upload = cls("upload")
             upload.content_type, upload.data = None, bytes(value)
-        elif isinstance(value, (str, PurePosixPath, Path)):
+        elif isinstance(value, PurePosixPath):
+            # Path objects only come from in-process callers; a string (all that JSON can carry)
+            # is never taken as a path, so no request can make the server read its own files.
             upload = cls(str(value))
             upload.content_type, upload.data = None, None
         else:
-            raise ValueError("expected an uploaded audio file")
+            raise ValueError("expected an uploaded audio file (a multipart file part)")
         return upload
 
     def read_bytes(self) -> bytes:
@@ -116,10 +119,10 @@ class _FormInspector:
     MAX_PARTS = 64
     MAX_VALUE_BYTES = 64 * 1024
 
-    def __init__(self, boundary: bytes, spec: RouteSpec, field_help: dict[str, str]):
+    def __init__(self, boundary: bytes, spec: RouteSpec):
         from python_multipart.multipart import MultipartParser
 
-        self.spec, self.field_help = spec, field_help
+        self.spec = spec
         self.problem: tuple[str, str] | None = None
         self._header_name = self._header_value = self._disposition = b""
         self._parts = 0
@@ -146,10 +149,12 @@ class _FormInspector:
             self.problem = (reason, message + " " + self.usage())
 
     def usage(self) -> str:
-        files = ", ".join(sorted(self.spec.file_fields))
-        values = ", ".join(sorted(self.spec.value_fields))
-        return (f"Send multipart/form-data with the audio file in '{files}' "
-                f"(curl -F {sorted(self.spec.file_fields)[0]}=@song.wav) and optional values: {values}.")
+        values = ", ".join(sorted(self.spec.value_fields)) or "none"
+        files = sorted(self.spec.file_fields)
+        if not files:
+            return f"Send multipart/form-data with these values: {values}."
+        return (f"Send multipart/form-data with the audio file in '{files[0]}' "
+                f"(curl -F {files[0]}=@song.wav) and optional values: {values}.")
 
     def _add(self, attr: str, data: bytes) -> None:
         value = getattr(self, attr) + data
@@ -186,7 +191,8 @@ class _FormInspector:
                 self._fail("invalid_request", f"The field '{name}' takes a value, not a file.")
             self._is_value = True
         else:
-            hint = f" (did you mean '{sorted(self.spec.file_fields)[0]}'?)" if is_file and self.spec.file_fields else ""
+            files = sorted(self.spec.file_fields)
+            hint = f" (did you mean '{files[0]}'?)" if is_file and files else ""
             self._fail("unknown_field", f"Unknown form field '{name}'{hint}.")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -244,7 +250,7 @@ class RequestGuard:
         # Watch the body as the app reads it: past the size limit (a body without an honest
         # Content-Length) or at a form BentoML would choke on, the app is told the client left,
         # and whatever it answers is replaced by our 4xx.
-        inspector = _FormInspector(boundary, spec, self.field_help)
+        inspector = _FormInspector(boundary, spec)
         state: dict[str, Any] = {"received": 0, "abort": None, "answered": False}
 
         async def guarded_receive() -> Message:
@@ -296,6 +302,51 @@ class RequestGuard:
                 raise
         if state["abort"] is not None:
             await answer_abort()
+
+    async def _send_explained(self, send: Send, family: str, held: list[Message]) -> None:
+        """Re-send a 4xx that BentoML produced (pydantic validation of the form fields) as our
+        JSON error, with what each offending field accepts."""
+        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+            payload = payload[0]  # BentoML wraps BentoMLException bodies in a list
+        if not isinstance(payload, dict):
+            metrics.count_rejection(family, "invalid_request")
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        problems = []
+        for item in payload.get("detail") or []:
+            field = ".".join(str(x) for x in item.get("loc", ())) or "request"
+            text = f"{field}: {item.get('msg', 'invalid')}"
+            if field in self.field_help:
+                text += f" (accepted: {self.field_help[field]})"
+            problems.append(text)
+        message = "Invalid request: " + ("; ".join(problems) if problems else str(payload.get("error", "")))
+        out = {"error": message, "reason": "invalid_request", **{k: v for k, v in payload.items() if k == "detail"}}
+        await self._send_json(send, family, start["status"], "invalid_request", out)
+
+    async def _send_reject(self, send: Send, family: str, reason: str, message: str) -> None:
+        await self._send_json(send, family, STATUS.get(reason, 400), reason, {"error": message, "reason": reason})
+
+    async def _send_json(self, send: Send, family: str, status: int, reason: str, payload: dict[str, Any]) -> None:
+        metrics.count_rejection(family, reason)
+        body = json.dumps(payload).encode()
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (REASON_HEADER.encode(), reason.encode()),
+                (b"connection", b"close"),
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})
+
 
 def _boundary(content_type: str) -> bytes | None:
     """The multipart boundary of a multipart/form-data content type, else None."""

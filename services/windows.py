@@ -10,8 +10,8 @@ stitched output is centred on sample t * hop of the input, as for a single pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 import numpy as np
 

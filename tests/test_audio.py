@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import SR, tone, wav_bytes
 
 from services import audio
-from conftest import SR, tone, wav_bytes
 
 LIMITS = audio.Limits(max_seconds=30, max_bytes=2_000_000)
 

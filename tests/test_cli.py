@@ -165,6 +165,7 @@ def test_module_without_entry_point_is_reported(fake_family: str, capsys: pytest
 def test_serve_dry_run_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for family in cli.FAMILIES:
         (tmp_path / family).mkdir()
+        (tmp_path / family / "card.json").write_text("{}")
     code, out, _ = run(
         ["serve", "--dry-run", "--artifacts", str(tmp_path), "--port", "3123", "--workers", "2"], capsys
     )
@@ -181,6 +182,7 @@ def test_serve_dry_run_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_serve_one_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "transcriber").mkdir()
+    (tmp_path / "transcriber" / "card.json").write_text("{}")
     code, out, _ = run(["serve", "transcriber", "--dry-run", "--artifacts", str(tmp_path)], capsys)
     assert code == 0
     assert out.splitlines()[0] == f"register {tmp_path / 'transcriber'}"
@@ -188,6 +190,7 @@ def test_serve_one_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_serve_without_artifacts_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "transcriber" / "examples").mkdir(parents=True)  # a directory, but no model card
     code, _, err = run(["serve", "--dry-run", "--artifacts", str(tmp_path)], capsys)
     assert code == 1
     assert "no shipped models" in err

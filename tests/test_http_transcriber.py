@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
 import httpx
 import pretty_midi
 import pytest
-
 from conftest import MAX_AUDIO_SECONDS, Server, tone, wav_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,10 @@ def test_metrics_move_and_add_up_across_workers(server: Server):
     # Any worker may answer /metrics; each must report the sum over both workers.
     for _ in range(4):
         after = scrape(server)
-        delta = lambda name, **kw: metric(after, name, **kw) - metric(before, name, **kw)  # noqa: E731
+
+        def delta(name: str, after: str = after, **labels: str) -> float:
+            return metric(after, name, **labels) - metric(before, name, **labels)
+
         assert delta("hark_audio_seconds_total", model="transcriber") == pytest.approx(n * seconds, abs=1e-3)
         assert delta("hark_inference_seconds_count", model="transcriber") == n
         assert delta("hark_realtime_factor_count", model="transcriber") == n
@@ -138,3 +141,61 @@ def test_ui_serves_a_page(server: Server):
     assert response.status_code == 200
     assert "<html" in response.text.lower() and "gradio" in response.text.lower()
     assert httpx.get(f"{server.url}/ui/config", timeout=30).status_code == 200
+
+
+def test_transcriber_alone_has_the_same_surface(monkeypatch: pytest.MonkeyPatch):
+    """`bentoml serve services.transcriber:Transcriber` serves the family alone: same APIs and
+    request guard as Hark (checked in-process; the server above is Hark, whose /ui is tested
+    there and is mounted by the same code). HARK_UI=0 keeps Gradio out of this process."""
+    import importlib
+    import sys
+
+    monkeypatch.setenv("HARK_UI", "0")
+    for name in ("services.transcriber", "services.hark"):
+        sys.modules.pop(name, None)
+    Transcriber = importlib.import_module("services.transcriber").Transcriber
+    Hark = importlib.import_module("services.hark").Hark
+    from services.upload import RequestGuard
+
+    for svc in (Transcriber, Hark):
+        assert {m.route for m in svc.apis.values()} >= {"/transcribe", "/transcribe_midi"}
+        guard = [opts for cls, opts in svc.middlewares if cls is RequestGuard]
+        assert len(guard) == 1 and set(guard[0]["routes"]) >= {"/transcribe", "/transcribe_midi"}
+        assert guard[0]["routes"]["/transcribe"].file_fields == {"audio"}
+        assert svc.config["http"]["host"] == "127.0.0.1" and svc.config["http"]["port"] == 3000
+        assert svc.mount_apps == []  # HARK_UI=0
+    assert Transcriber.name == "Transcriber" and Hark.name == "Hark"
+
+
+def test_model_store_register_is_idempotent_and_resolve_follows_the_checkout(stand_in_model_dir: Path, tmp_path: Path):
+    """In a subprocess with its own BENTOML_HOME (bentoml reads it once per process)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(stand_in_model_dir, artifacts / "transcriber")
+    script = """
+import json, sys
+from pathlib import Path
+from services import model_store
+a = Path(sys.argv[1]) / "transcriber"
+first, second = model_store.register(a), model_store.register(a)
+stored = model_store.resolve("transcriber")
+(a / "transcriber.onnx").write_bytes((a / "transcriber.onnx").read_bytes() + b"\\0")  # a new export
+unregistered = model_store.resolve("transcriber")
+third = model_store.register(a)
+print(json.dumps([first, second, str(stored), str(unregistered), third, str(model_store.resolve("transcriber"))]))
+"""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "True",
+           "HARK_ARTIFACTS_DIR": str(artifacts)}
+    env.pop("HARK_TRANSCRIBER_MODEL", None)
+    run = subprocess.run([sys.executable, "-c", script, str(artifacts)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    first, second, stored, unregistered, third, latest = json.loads(run.stdout.splitlines()[-1])
+    assert first == second and first.startswith("transcriber:")
+    assert Path(stored).parent.parent == tmp_path / "home" / "models"  # served from the store
+    assert Path(unregistered) == artifacts / "transcriber"  # the checkout changed: serve it, warn
+    assert third != first and Path(latest).name == third.split(":")[1]

@@ -140,7 +140,7 @@ def test_frequency_range():
 def test_pitch_bend_follows_the_contour():
     o, n, c = grams()
     add_note(o, n, c, 69, 10, 70)
-    k, frames = 69 - 21, np.arange(60)
+    k = 69 - 21
     bend = np.linspace(0.0, 0.6, 60)  # a slow glide up by 0.6 semitone
     centre = 3 * k + 1 + 3 * bend
     bins = np.arange(BINS)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HOP, SR, WINDOW, tone
 
 from services import windows
 from services.transcriber_model import TranscriberModel
-from conftest import HOP, SR, WINDOW, tone
 
 FRAMES = WINDOW // HOP  # 172
 MARGIN = 30
