@@ -226,21 +226,25 @@ def run_eval(args: argparse.Namespace) -> int:
     changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
     log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
     if HARK in systems:
-        _record_in_card(Path(args.model_dir), systems[HARK].info()["sha256"], results, meta_eval, stamp)
+        _record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
+            "sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
+            "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
+            "onset_tolerance_s": meta_eval["onset_tolerance_s"],
+            "command": "hark eval transcriber --data " + " ".join(meta_eval["data_dirs"])})
     return 0
 
 
-def _record_in_card(model_dir: Path, sha256: str, results: dict, meta_eval: dict, stamp: dict) -> None:
-    """The model card carries what its model scored, beside Basic Pitch on the same clips."""
+def _record_in_card(model_dir: Path, sha256: str | None, section: dict) -> None:
+    """The model card carries what its model scored and cost, beside Basic Pitch on the same
+    clips; only when the card describes the model that was measured."""
     card_path = model_dir / "card.json"
+    if sha256 is None or not card_path.is_file():
+        return
     card = json.loads(card_path.read_text())
     if card.get("sha256") != sha256:
-        log.warning("not writing eval into %s: its sha256 does not match the evaluated model", card_path)
+        log.warning("not writing results into %s: its sha256 does not match the measured model", card_path)
         return
-    card["eval"] = {"sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
-                    "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
-                    "onset_tolerance_s": meta_eval["onset_tolerance_s"],
-                    "command": "hark eval transcriber --data " + " ".join(meta_eval.get("data_dirs", []))}
+    card["eval"] = {**card.get("eval", {}), **section}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
@@ -345,22 +349,10 @@ def run_bench(args: argparse.Namespace) -> int:
     changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
     log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
     if HARK in systems:
-        _record_in_card(Path(args.model_dir), systems[HARK].info()["sha256"], results, meta_eval, stamp)
+        _record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
+            "speed": results, "speed_date": stamp["date"],
+            "speed_command": "hark bench transcriber " + " ".join(sys.argv[3:])})
     return 0
-
-
-def _record_in_card(model_dir: Path, sha256: str, results: dict, meta_eval: dict, stamp: dict) -> None:
-    """The model card carries what its model scored, beside Basic Pitch on the same clips."""
-    card_path = model_dir / "card.json"
-    card = json.loads(card_path.read_text())
-    if card.get("sha256") != sha256:
-        log.warning("not writing eval into %s: its sha256 does not match the evaluated model", card_path)
-        return
-    card["eval"] = {"sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
-                    "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
-                    "onset_tolerance_s": meta_eval["onset_tolerance_s"],
-                    "command": "hark eval transcriber --data " + " ".join(meta_eval.get("data_dirs", []))}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 __all__ = ["add_arguments_eval", "run_eval", "add_arguments_bench", "run_bench"]

@@ -1,7 +1,6 @@
 """Family-agnostic export steps: torch module -> ONNX, parity against torch, model card."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import time
@@ -36,14 +35,6 @@ def parity(module: torch.nn.Module, onnx_path: Path, inputs: dict[str, np.ndarra
         want = module(*[torch.from_numpy(v) for v in inputs.values()])
     want = want if isinstance(want, (tuple, list)) else (want,)
     return {name: float(np.abs(g - w.numpy()).max()) for name, g, w in zip(output_names, got, want)}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def git_commit() -> str:

@@ -16,8 +16,9 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from export.onnx_export import export_onnx, git_commit, parity, sha256, write_card
+from export.onnx_export import export_onnx, git_commit, parity, write_card
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
+from services.model_store import file_sha256
 
 OUTPUTS = ("onset", "note", "contour")
 PARITY_LIMIT = 1e-4
@@ -88,7 +89,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     par = parity_report(model, onnx_path, real)
     if not par["passed"]:
         raise RuntimeError(f"ONNX parity {par['max_abs_error']:.2e} exceeds {PARITY_LIMIT}")
-    digest = sha256(onnx_path)
+    digest = file_sha256(onnx_path)
     card = {
         "name": "transcriber",
         "version": f"0.1.{state['step']}",
@@ -99,7 +100,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
                "contour_bins": cfg.contour_bins},
         "thresholds": {"onset": 0.5, "frame": 0.3},
         "config": {"model": cfg.to_dict(), "recipe": recipe},
-        "data": _data_description(recipe.get("data", [])),
+        "data": _data_description(recipe.get("data", []), recipe.get("validation_every", 50)),
         "training": {"steps": state["step"], "epochs": state.get("epoch"), "wall_s": round(state.get("wall_s", 0.0), 1),
                      "parameters": sum(p.numel() for p in model.parameters()),
                      "checkpoint": str(checkpoint)},
@@ -119,25 +120,26 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     return card
 
 
-def _data_description(dirs: list[str]) -> dict:
-    """What the model was trained on, from the sets' manifests (written by `hark data`)."""
+def _data_description(dirs: list[str], validation_every: int) -> dict:
+    """What the model was trained on: the clips on disk now (a set may have grown while training
+    ran) and the settings `hark data` recorded in the set's manifest."""
     from training.data import music
+    from training.data.music_windows import load_clips
 
     sets = []
     for d in dirs:
-        m = Path(d) / "manifest.json"
-        if m.exists():
-            man = json.loads(m.read_text())
-            spec = man.get("spec", {})
-            clips = man.get("clips", [])
-            sets.append({"dir": d, "clips": len(clips), "hours": round(sum(c["seconds"] for c in clips) / 3600, 2),
-                         "soundfonts": [Path(s).name for s in spec.get("soundfonts", [])],
-                         "pieces_available": spec.get("n_pieces_available"), "seed": spec.get("seed"),
-                         "texture_share": spec.get("texture_share")})
-    return {"train_sets": sets, "source": "music21 corpus (train split of pieces) + generated textures, "
-            "rendered with FluidSynth; augmented with EQ, reverb, noise, gain",
+        clips = load_clips([d], "train", validation_every)
+        man = Path(d) / "manifest.json"
+        spec = json.loads(man.read_text()).get("spec", {}) if man.exists() else {}
+        sets.append({"dir": d, "clips": len(clips),
+                     "hours": round(sum(c.frames for c in clips) / music.SAMPLE_RATE / 3600, 2),
+                     "soundfonts": [Path(s).name for s in spec.get("soundfonts", music.TRAIN_SOUNDFONTS)],
+                     "seed": spec.get("seed"), "texture_share": spec.get("texture_share")})
+    return {"train_sets": sets, "source": "music21 corpus (training split of pieces) and generated textures, "
+            "rendered with FluidSynth on random GM programs; augmented with EQ, reverb, noise and gain",
             "held_out": {"soundfonts": [Path(s).name for s in music.HELDOUT_SOUNDFONTS],
-                         "programs": music.HELDOUT_PROGRAMS, "pieces": "10 % of corpus pieces by path hash"}}
+                         "programs": music.HELDOUT_PROGRAMS, "pieces": "10 % of corpus pieces by path hash",
+                         "validation": f"1 clip in {validation_every} of the training sets, never trained on"}}
 
 
 def add_arguments_export(parser: argparse.ArgumentParser) -> None:

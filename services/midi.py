@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Protocol
 
 import pretty_midi
+
+from services.notes import NoteLike
 
 # Receivers assume +-2 semitones unless told otherwise (RPN 0), so we stay inside that range.
 BEND_RANGE_SEMITONES = 2.0
 MAX_CHANNELS = 15  # 16 minus the drum channel
 DEFAULT_FRAME_RATE = 22050 / 256
-
-
-class NoteLike(Protocol):
-    start_s: float
-    end_s: float
-    pitch_midi: int
-    velocity: float
-    pitch_bends: Sequence[float] | None
 
 
 def _bend_value(semitones: float) -> int:

@@ -25,7 +25,7 @@ log = logging.getLogger("hark.model_store")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -70,7 +70,7 @@ def register(artifact_dir: Path | str) -> str:
     card = read_card(artifact_dir)
     name = card["name"]
     # The hash of the file itself, not the card's claim: a stale card must not hide a new model.
-    sha256 = _sha256(_model_file(artifact_dir, card))
+    sha256 = file_sha256(_model_file(artifact_dir, card))
     existing = _stored_with_sha(name, sha256)
     if existing is not None:
         log.info("%s already in the model store as %s", artifact_dir, existing.tag)
@@ -122,7 +122,7 @@ def resolve(name: str) -> Path:
         bentoml = None
     if (shipped / "card.json").is_file():
         if bentoml is not None:
-            stored = _stored_with_sha(name, _sha256(_model_file(shipped, read_card(shipped))))
+            stored = _stored_with_sha(name, file_sha256(_model_file(shipped, read_card(shipped))))
             if stored is not None:
                 return Path(stored.path)
             log.warning("%s is not in the BentoML model store; serving it from the checkout "

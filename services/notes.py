@@ -27,13 +27,23 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 MIN_MIDI = 21
 N_KEYS = 88
 BINS_PER_SEMITONE = 3
+
+
+class NoteLike(Protocol):
+    """What the MIDI writer, the demo's synth and its plots read from a note (Note, or a stand-in)."""
+
+    start_s: float
+    end_s: float
+    pitch_midi: int
+    velocity: float
+    pitch_bends: Sequence[float] | None
 
 
 @dataclass

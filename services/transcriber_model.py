@@ -4,7 +4,6 @@ is measured is what is served.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from services import config, runtime, windows
+from services.model_store import file_sha256
 from services.notes import Note, decode_notes
 
 log = logging.getLogger("hark.transcriber")
@@ -29,14 +29,6 @@ DECODE_KEYS = (
     "recover_sustained", "retrigger_threshold", "sustain_threshold", "max_gap_ms",
     "attack_window_ms", "dip_ratio", "overtone_ratio",
 )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TranscriberModel:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +126,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
                                         "epoch": epoch, "wall_s": wall_before + time.time() - start,
                                         **(extra_state or {})})
 
+    # SIGTERM/SIGINT (a session ending, Ctrl-C) finish the current step and write a checkpoint.
+    interrupted = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: interrupted.set())
+
     stop = False
     while step < cfg.steps and not stop:
         if hasattr(dataset, "set_epoch"):
@@ -150,7 +158,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
                                                "samples_per_s": round(samples / elapsed, 2),
                                                **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
                 metrics_file.flush()
-            over_time = cfg.max_minutes is not None and (wall_before + time.time() - start) > cfg.max_minutes * 60
+            over_time = interrupted.is_set() or (
+                cfg.max_minutes is not None and (wall_before + time.time() - start) > cfg.max_minutes * 60)
             if d.world > 1:  # every rank must stop on the same step or the others hang in all-reduce
                 flag = torch.tensor([float(over_time)], device=device)
                 dist.all_reduce(flag)

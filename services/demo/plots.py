@@ -18,7 +18,8 @@ from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from services.demo.synth import NoteLike, midi_to_hz
+from services.demo.synth import midi_to_hz
+from services.notes import NoteLike
 
 PIANO_LOW, PIANO_HIGH = 21, 108
 N_FFT = 2048  # 93 ms: resolves semitones down to about C3 at 22.05 kHz without smearing onsets

@@ -7,9 +7,11 @@ sound like an instrument.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from services.notes import NoteLike
 
 # Harmonic amplitudes fall as 1/k**ROLLOFF: a soft, organ-like timbre in which the fundamental
 # clearly dominates, so the rendering's pitch is unambiguous to the ear.
@@ -22,14 +24,6 @@ RELEASE_S = 0.12
 # Headroom for a few overlapping notes before the peak limiter has to act.
 NOTE_GAIN = 0.2
 TABLE_SIZE = 4096  # with linear interpolation its error is far below audibility
-
-
-class NoteLike(Protocol):
-    start_s: float
-    end_s: float
-    pitch_midi: int
-    velocity: float
-    pitch_bends: Sequence[float] | None
 
 
 def midi_to_hz(pitch: np.ndarray | float) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from services import audio, midi
 from services.demo import plots, synth
-from services.demo.synth import NoteLike
+from services.notes import NoteLike
 
 log = logging.getLogger(__name__)
 
