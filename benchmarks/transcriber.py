@@ -348,8 +348,8 @@ def run_bench(args: argparse.Namespace) -> int:
     out = report.merge(report.load(args.out), speed=results, meta={**stamp, "bench": meta_bench})
     changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
     log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
-    if HARK in systems:
-        _record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
+    if isinstance(info.get(HARK), dict):
+        _record_in_card(Path(args.model_dir), info[HARK].get("sha256"), {
             "speed": results, "speed_date": stamp["date"],
             "speed_command": "hark bench transcriber " + " ".join(sys.argv[3:])})
     return 0

@@ -22,8 +22,8 @@ from services.model_store import file_sha256
 
 OUTPUTS = ("onset", "note", "contour")
 PARITY_LIMIT = 1e-4
-ONSET_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
-FRAME_GRID = (0.2, 0.3, 0.4, 0.5)
+ONSET_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FRAME_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def load_checkpoint(path: Path) -> tuple[Transcriber, dict]:
