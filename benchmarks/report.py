@@ -99,6 +99,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {s} | {_fmt(v.get('cpu_s_per_audio_s'), 4)} | {_fmt(v.get('cpu_s_per_audio_s_default_threads'), 4)}"
                 f" | {_fmt(v.get('ratio_vs_basic_pitch'), 2)} | {_fmt(v.get('peak_rss_mb'), 0)} |"
             )
+        latency = {s: v for s, v in speed.items() if "note_on_latency_s_median" in v}
+        for s, v in latency.items():
+            lines.append(f"{s}: a note_on leaves after {_fmt(v['note_on_latency_s_median'], 2)} s of audio past the "
+                         f"note's onset (median; 95th percentile {_fmt(v.get('note_on_latency_s_p95'), 2)} s, "
+                         f"max {_fmt(v.get('note_on_latency_s_max'), 2)} s), plus compute time.")
         lines.append("")
     meta = results.get("meta", {})
     ev, bench = meta.get("eval", {}), meta.get("bench", {})

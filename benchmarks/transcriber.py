@@ -25,7 +25,7 @@ from benchmarks.scoring import ONSET_TOLERANCE_S, FRAME_HOP_S, ClipScore, NoteAr
 from benchmarks.sets import AUDIO_EXTS, EvalSet, default_set_names, read_set, truncated_copy
 
 log = logging.getLogger("hark.bench")
-HARK, HARK_TORCH = "hark", "hark-torch"
+HARK, HARK_TORCH, HARK_STREAM = "hark", "hark-torch", "hark-stream"
 REPO = Path(__file__).resolve().parent.parent
 TAG = "transcriber"
 POOLING = ("pooled counts: TP/FP/FN summed over the clips of a set; a clip with k annotations "
@@ -105,6 +105,41 @@ class HarkTorchSystem(HarkSystem):
         return {**super().info(), "checkpoint": str(self.checkpoint), "step": self.step}
 
 
+class HarkStreamSystem(HarkSystem):
+    """The WebSocket path without the socket: the file fed in 100 ms chunks, as a recorder
+    would, through services.streaming. Records, per note, how much audio had arrived when its
+    note_on left, after its onset (the latency a listener sees, minus compute time)."""
+
+    CHUNK_S = 0.1
+
+    def __init__(self, model_dir: Path, threads: int | None, cpu_only: bool = False):
+        super().__init__(model_dir, threads, cpu_only)
+        self.latencies: list[float] = []
+
+    def transcribe(self, path: Path) -> NoteArray:
+        from services.streaming import StreamingTranscriber
+
+        audio = _decode(path, self.model.sample_rate)
+        stream = StreamingTranscriber(self.model, self.model.decode_defaults())
+        chunk = int(self.CHUNK_S * self.model.sample_rate)
+        events = []
+        for i in range(0, audio.size, chunk):
+            for e in stream.push(audio[i:i + chunk]):
+                events.append(e)
+                if e["type"] == "note_on":
+                    self.latencies.append(stream.seconds_received - e["start_s"])
+        events += stream.finish()
+        return NoteArray.from_rows((e["start_s"], e["end_s"], e["pitch_midi"]) for e in events if e["type"] == "note_off")
+
+    def latency(self) -> dict[str, float]:
+        lat = sorted(self.latencies)
+        if not lat:
+            return {}
+        return {"note_on_latency_s_median": round(lat[len(lat) // 2], 3),
+                "note_on_latency_s_p95": round(lat[int(0.95 * (len(lat) - 1))], 3),
+                "note_on_latency_s_max": round(lat[-1], 3)}
+
+
 def build_system(name: str, model_dir: Path, threads: int | None, cpu_only: bool = False):
     if name == BP_NAME:
         return BasicPitchAnchor(threads)
@@ -112,6 +147,8 @@ def build_system(name: str, model_dir: Path, threads: int | None, cpu_only: bool
         return HarkSystem(model_dir, threads, cpu_only)
     if name == HARK_TORCH:
         return HarkTorchSystem(model_dir, threads)
+    if name == HARK_STREAM:
+        return HarkStreamSystem(model_dir, threads, cpu_only)
     raise ValueError(f"unknown system {name!r}")
 
 
@@ -121,7 +158,7 @@ def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
                         help="results JSON (merged with what is there); the markdown goes beside it")
     parser.add_argument("--readme", type=Path, default=REPO / "README.md",
                         help="README whose <!-- bench:transcriber --> block is refreshed (if the markers exist)")
-    parser.add_argument("--systems", nargs="+", default=systems, choices=[HARK, HARK_TORCH, BP_NAME])
+    parser.add_argument("--systems", nargs="+", default=systems, choices=[HARK, HARK_TORCH, HARK_STREAM, BP_NAME])
 
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
@@ -255,7 +292,7 @@ def add_arguments_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--server-rss", action="store_true",
                         help="also start `bentoml serve` and record the serving process tree's peak RSS")
-    _common_args(parser, [HARK, HARK_TORCH, BP_NAME])
+    _common_args(parser, [HARK, HARK_TORCH, HARK_STREAM, BP_NAME])
 
 
 def _bench_files(args: argparse.Namespace, tmp: Path) -> list[Path]:
@@ -295,6 +332,8 @@ def _measure(names: list[str], args: argparse.Namespace, files: list[Path], audi
             log.info("%-12s %-16s CPU %.4f s per audio s (wall %.4f)", name,
                      "1 thread" if threads else "default threads", timing.cpu_median / audio_s,
                      timing.wall_median / audio_s)
+            if isinstance(systems[name], HarkStreamSystem):
+                out[name].update(systems[name].latency())
         del systems, fns
     return out, info
 
@@ -341,6 +380,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "systems": info,
         "pipeline": {HARK: "decode file (services.audio) + ONNX model + note decoding",
                      HARK_TORCH: "same decoding and note decoding, torch eager model instead of ONNX",
+                     HARK_STREAM: "the file in 100 ms chunks through the streaming transcriber "
+                                  "(short windows every 70 ms, incremental note decoding), as the WebSocket runs it",
                      BP_NAME: "basic_pitch.inference.predict() on the file (librosa load + ONNX + note creation)"},
     }
     stamp = report.stamp(REPO)

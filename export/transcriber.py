@@ -81,8 +81,10 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "transcriber.onnx"
     example = (torch.zeros(1, cfg.window_samples),)
+    # Any length works (a whole number of hops): offline serving runs fixed windows, streaming
+    # runs short ones.
     export_onnx(TranscriberExport(model), example, onnx_path, ["audio"], OUTPUTS,
-                {"audio": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}})
+                {"audio": {0: "batch", 1: "samples"}, **{o: {0: "batch", 1: "frames"} for o in OUTPUTS}})
 
     clips = load_clips(recipe.get("data", []), "validation", recipe.get("validation_every", 50)) if recipe else []
     real = sf.read(str(clips[0].wav), dtype="float32")[0] if clips else None

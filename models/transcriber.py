@@ -174,7 +174,9 @@ class Transcriber(nn.Module):
         self.contour_head = _conv(c, bps, (3, 3))
         self.note_head = nn.Sequential(_conv(c, hc, (5, 3)), nn.ReLU(), _conv(hc, 1, (3, 3)))
         self.onset_features = nn.Sequential(_conv(c_in, hc, (5, 3)), nn.BatchNorm2d(hc), nn.ReLU())
-        self.onset_head = _conv(hc + 1, 1, (3, 3))
+        # Onsets see the raw harmonic stack (sharp in time), the trunk (which key it is) and
+        # the note activation (whether the key was already sounding).
+        self.onset_head = _conv(hc + c + 1, 1, (3, 3))
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         b, h, t, _ = x.shape
@@ -187,7 +189,7 @@ class Transcriber(nn.Module):
         c = self.contour_head(z)  # [B, bps, T, keys] -> [B, T, keys * bps]
         contour = c.permute(0, 2, 3, 1).reshape(c.shape[0], c.shape[2], -1)
         note = self.note_head(z)
-        onset = self.onset_head(torch.cat([self.onset_features(x), torch.sigmoid(note)], dim=1))
+        onset = self.onset_head(torch.cat([self.onset_features(x), z, torch.sigmoid(note)], dim=1))
         return {"onset": onset[:, 0], "note": note[:, 0], "contour": contour}
 
     def posteriorgrams(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ The decoder works per key:
 4. A segment, or its head, with no onset at all is still a note when the key sounds strongly
    enough (`recover_sustained`): bowed, blown and sung notes often have no sharp attack.
 5. Notes shorter than min_note_ms are dropped; velocity comes from the mean note activation;
-   pitch bends are the per-frame contour centroid within +-1 semitone of the key.
+   pitch bends follow the contour's peak within +-2 semitones of the key (`_pitch_bends`).
 """
 from __future__ import annotations
 
@@ -166,15 +166,28 @@ def _key_notes(ons: np.ndarray, act: np.ndarray, peaks: np.ndarray, r: _Rules) -
     return spans
 
 
-def _pitch_bends(contour: np.ndarray, key: int, s: int, e: int, bins_per_semitone: int) -> list[float]:
-    """Per-frame centroid of the contour within +-1 semitone of the key, in semitones."""
+def _pitch_bends(contour: np.ndarray, key: int, s: int, e: int, bins_per_semitone: int,
+                 reach: int = 2) -> list[float]:
+    """Per-frame sounding pitch relative to the key, in semitones, from the contour.
+
+    Each frame takes the strongest bin within +-reach semitones (weighted towards the key, so
+    a neighbouring note is not mistaken for a bend) and refines it with the centroid of that
+    bin and its two neighbours. Frames with no contour at all read 0."""
     centre = bins_per_semitone * key + bins_per_semitone // 2
-    lo = max(0, centre - bins_per_semitone)
-    hi = min(contour.shape[1], centre + bins_per_semitone + 1)
-    weights = contour[s:e, lo:hi].astype(np.float64)
+    lo = max(0, centre - reach * bins_per_semitone - 1)
+    hi = min(contour.shape[1], centre + reach * bins_per_semitone + 2)
+    window = contour[s:e, lo:hi].astype(np.float64)
+    if window.size == 0:
+        return [0.0] * (e - s)
     offsets = (np.arange(lo, hi) - centre) / bins_per_semitone
-    total = weights.sum(axis=1)
-    bends = np.divide(weights @ offsets, total, out=np.zeros_like(total), where=total > 1e-6)
+    prior = np.exp(-0.5 * (offsets / reach) ** 2)
+    inner = np.abs(offsets) <= reach
+    peak = np.argmax(np.where(inner, window * prior, -1.0), axis=1)
+    rows = np.arange(window.shape[0])[:, None]
+    cols = np.clip(peak[:, None] + np.array([-1, 0, 1]), 0, window.shape[1] - 1)
+    w = window[rows, cols]
+    total = w.sum(axis=1)
+    bends = np.divide((w * offsets[cols]).sum(axis=1), total, out=np.zeros_like(total), where=total > 1e-6)
     return [float(x) for x in bends]
 
 

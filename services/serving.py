@@ -16,8 +16,8 @@ then just two `@bentoml.service` classes:
 
 API method names and routes must be unique across families (prefix them with the family's verb).
 
-`finish` adds what every service has beyond its APIs: the request guard on the family routes
-and the Gradio demo at /ui. (/metrics, /readyz, /livez, /docs.json and Swagger at / come with
+`finish` adds what every service has beyond its APIs: the request guard on the family routes,
+the families' WebSocket endpoints under /stream and the Gradio demo at /ui. (/metrics, /readyz, /livez, /docs.json and Swagger at / come with
 BentoML.) It must run on the final service: BentoML keeps mounted apps on the class it decorates.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ from services.upload import RequestGuard, RouteSpec
 log = logging.getLogger("hark.serving")
 
 UI_PATH = "/ui"
+STREAM_PATH = "/stream"  # ws://HOST:PORT/stream/<name>
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Family:
     model_getter: Callable[[], Any]
     # request field -> what it accepts, added to the 400s of BentoML's own form validation
     field_help: dict[str, str] = field(default_factory=dict)
+    # WebSocket endpoints under STREAM_PATH: name -> async handler(websocket)
+    streams: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
 
 def _build_demo(families: Sequence[Family]) -> Any | None:
@@ -71,6 +74,14 @@ def _build_demo(families: Sequence[Family]) -> Any | None:
     return blocks
 
 
+def _stream_app(families: Sequence[Family]) -> Any | None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+
+    routes = [WebSocketRoute(f"/{name}", handler) for f in families for name, handler in f.streams.items()]
+    return Starlette(routes=routes) if routes else None
+
+
 def finish(service: Any, families: Sequence[Family]) -> Any:
     """Add the request guard and the /ui demo to a `@bentoml.service` made of `families`."""
     apis = {method.route: method for method in service.apis.values()}
@@ -87,6 +98,9 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
             files = frozenset(spec.multipart_fields)
             routes[route] = RouteSpec(family.name, files, frozenset(spec.model_fields) - files)
     service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
+    streams = _stream_app(families)
+    if streams is not None:
+        service.mount_asgi_app(streams, path=STREAM_PATH)
     blocks = _build_demo(families)
     if blocks is not None:
         from bentoml.gradio import mount_gradio_app  # imports gradio: only when there is a UI

@@ -23,6 +23,7 @@ from services.midi import notes_to_midi
 from services.notes import Note, note_to_dict
 from services.serving import Family
 from services.transcriber_model import TranscriberModel
+from services.transcriber_stream import transcribe_stream
 from services.upload import AudioUpload, reject
 
 log = logging.getLogger("hark.transcriber")
@@ -234,4 +235,5 @@ FAMILY = Family(
     routes=("/transcribe", "/transcribe_midi"),
     model_getter=loaded_model,
     field_help={"audio": _AUDIO_HELP, **_PARAM_HELP},
+    streams={"transcriber": transcribe_stream},
 )

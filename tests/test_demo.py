@@ -168,3 +168,28 @@ def test_transcribe_handler_reports_bad_input_as_gradio_error(tmp_path):
         tab.transcribe(FakeModel(), None, 0.5, 0.3, 58.0, True)
     with pytest.raises(gr.Error):  # a getter whose model has not loaded yet
         tab.transcribe(lambda: None, str(tone_wav(tmp_path / "t.wav")), 0.5, 0.3, 58.0, True)
+
+
+# --- live microphone ----------------------------------------------------------------------------
+
+
+def test_live_microphone_streams_notes_and_gives_a_midi_at_the_end(stand_in_model_dir):
+    from services.transcriber_model import TranscriberModel
+
+    model = TranscriberModel(stand_in_model_dir, threads=1)
+    sr = 44100  # what a browser records at; the session resamples
+    t = np.arange(int(2.5 * sr)) / sr
+    pcm = (0.5 * np.sin(2 * np.pi * 440.0 * t) * ((t > 0.5) & (t < 1.5)) * 32767).astype(np.int16)
+    params = dict(onset_threshold=0.5, frame_threshold=0.3, min_note_ms=58.0, include_pitch_bends=True)
+    state, seen_on_the_way = None, 0
+    for i in range(0, pcm.size, sr // 4):
+        picture, rows, summary, midi_path, state = tab.live_step(model, (sr, pcm[i:i + sr // 4]), state, params)
+        assert picture.shape == (360, 1000, 3) and "listening" in summary
+        seen_on_the_way = max(seen_on_the_way, len(state.notes) + len(state.sounding))
+    assert seen_on_the_way == 1  # the note showed up before the recording stopped
+    picture, rows, summary, midi_path, state = tab.live_step(model, None, state, params, last=True)
+    assert state is None and "finished" in summary
+    assert [r[2] for r in rows] == [69] and abs(rows[0][0] - 0.5) < 0.05
+    import pretty_midi
+
+    assert [n.pitch for n in pretty_midi.PrettyMIDI(midi_path).instruments[0].notes] == [69]

@@ -163,7 +163,7 @@ def test_transcriber_alone_has_the_same_surface(monkeypatch: pytest.MonkeyPatch)
         assert len(guard) == 1 and set(guard[0]["routes"]) >= {"/transcribe", "/transcribe_midi"}
         assert guard[0]["routes"]["/transcribe"].file_fields == {"audio"}
         assert svc.config["http"]["host"] == "127.0.0.1" and svc.config["http"]["port"] == 3000
-        assert svc.mount_apps == []  # HARK_UI=0
+        assert [path for _, path, _ in svc.mount_apps] == ["/stream"]  # WebSockets; no /ui with HARK_UI=0
     assert Transcriber.name == "Transcriber" and Hark.name == "Hark"
 
 

@@ -48,3 +48,52 @@ def test_rendered_set_is_deterministic_with_truth(tmp_path):
         audio, sr = sf.read(str(a / "audio" / f"{csv.stem}.wav"))
         assert sr == 22050 and np.abs(audio).max() > 0.1
         assert "TimGM6mb" in csv.read_text().splitlines()[0]
+        bends = np.load(a / "bends" / f"{csv.stem}.npy")
+        assert np.array_equal(bends, np.load(b / "bends" / f"{csv.stem}.npy"))
+        assert bends.shape[0] > na[:, 4].max()  # a curve for every track the notes name
+
+
+def test_expression_writes_what_it_returns():
+    from training.data import expression
+
+    pm = pretty_midi.PrettyMIDI()
+    violin, piano = pretty_midi.Instrument(40), pretty_midi.Instrument(0)
+    violin.notes += [pretty_midi.Note(80, 67, t, t + 0.9) for t in (0.0, 1.0, 2.0, 3.0)]
+    piano.notes += [pretty_midi.Note(80, 60, 0.0, 4.0), pretty_midi.Note(80, 64, 0.0, 4.0)]
+    pm.instruments += [violin, piano]
+    sustained_moved = False
+    for seed in range(6):
+        for inst in pm.instruments:
+            inst.pitch_bends, inst.control_changes = [], []
+        curves = expression.add_expression(pm, np.random.default_rng(seed), 4.0)
+        assert curves.shape == (2, 401) and np.abs(curves).max() < expression.BEND_RANGE
+        # The piano only carries the ensemble's tuning: one constant for the whole clip.
+        assert np.ptp(curves[1]) == 0 and not piano.control_changes
+        for inst, curve in zip(pm.instruments, curves):
+            if inst.pitch_bends:  # the wheel events reproduce the curve the targets use
+                times = np.array([b.time for b in inst.pitch_bends])
+                wheel = np.array([b.pitch for b in inst.pitch_bends]) / 8192 * expression.BEND_RANGE
+                t = np.arange(curve.size) / expression.CURVE_RATE
+                held = wheel[np.searchsorted(times, t, side="right") - 1]
+                assert np.allclose(held, curve, atol=1e-6)
+            else:
+                assert not curve.any()
+        sustained_moved |= bool(np.ptp(curves[0]) > 0.1)
+    assert sustained_moved  # vibrato or glides happen on the violin for some seeds
+
+
+@needs_fluidsynth
+def test_slow_attacks_are_labelled_later_than_struck_notes():
+    from training.data import onset_delays
+
+    delays = onset_delays.measure_delays(music.TRAIN_SOUNDFONTS[0], [0, 49])  # piano, slow strings
+    assert 0.0 <= delays[0] < 0.02
+    assert delays[49] > delays[0] + 0.03
+    pm = pretty_midi.PrettyMIDI()
+    for program in (0, 49):
+        inst = pretty_midi.Instrument(program)
+        inst.notes.append(pretty_midi.Note(80, 60, 1.0, 2.0))
+        pm.instruments.append(inst)
+    notes = music.notes_of(pm, delays)
+    assert notes[:, 0].tolist() == pytest.approx([1.0 + delays[0], 1.0 + delays[49]])
+    assert notes[:, 4].tolist() == [0, 1]

@@ -20,6 +20,24 @@ def test_frame_targets_place_onset_note_and_contour():
     assert t["onset"].sum() == 1 and t["note"][:, :k].sum() == 0
 
 
+def test_contour_follows_the_track_bend_while_the_key_stays_written():
+    from training.data.expression import CURVE_RATE
+
+    # Track 1 glides up a whole semitone over the note; track 0 stays put.
+    t_curve = np.arange(int(3 * CURVE_RATE)) / CURVE_RATE
+    bends = np.stack([np.zeros_like(t_curve), np.clip(t_curve - 1.0, 0.0, 1.0)])
+    notes = np.array([[1.0, 2.5, 60, 90, 1], [1.0, 2.5, 64, 90, 0]])
+    t = frame_targets(notes, start_s=0.0, frames=258, frame_rate=FR, bends=bends)
+    k = 60 - 21
+    start, end = int(round(1.0 * FR)), int(round(2.5 * FR))
+    assert t["note"][start:end, k].all() and not t["note"][start:end, k + 1].any()
+    peak = t["contour"][start:end, 3 * k - 3: 3 * k + 7].argmax(axis=1) + 3 * k - 3
+    assert peak[0] == 3 * k + 1 and peak[-1] == 3 * k + 4  # +1 semitone = +3 bins at the end
+    assert np.all(np.diff(peak) >= 0)
+    k0 = 64 - 21
+    assert (t["contour"][start:end, 3 * k0 + 1] == 1.0).all()
+
+
 def test_note_started_before_the_window_has_no_onset():
     t = frame_targets(np.array([[0.0, 2.0, 70, 80]]), start_s=1.0, frames=50, frame_rate=FR)
     assert t["onset"].sum() == 0 and t["note"][:, 70 - 21].all()

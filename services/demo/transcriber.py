@@ -13,7 +13,7 @@ import gradio as gr
 import numpy as np
 
 from services import audio, midi
-from services.demo import plots, synth
+from services.demo import live, plots, synth
 from services.notes import NoteLike
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,68 @@ def transcribe(
     return picture, str(midi_path), (sr, rendering), note_rows(notes), summary
 
 
+def live_step(source: ModelSource | None, chunk: tuple[int, np.ndarray] | None, session: live.LiveSession | None,
+              params: dict[str, Any], last: bool = False):
+    """One microphone chunk (or the end of the recording): picture, notes so far, summary, MIDI."""
+    if chunk is None and session is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
+    if session is None:
+        model = resolve_model(source)
+        if not hasattr(model, "run_window"):
+            raise gr.Error("Live transcription needs the ONNX transcriber model.", print_exception=False)
+        session = live.LiveSession.start(model, {**decode_defaults_full(model), **params}, int(chunk[0]))
+    if session.seconds > live.MAX_SECONDS:
+        raise gr.Error(f"Live sessions stop after {live.MAX_SECONDS:g} s; record again.", print_exception=False)
+    session.feed(chunk[1] if chunk is not None else np.zeros(0, np.float32), last=last)
+    model = session.stream.model
+    audio_shown, t0, shown = session.visible()
+    picture = plots.piano_roll_image(audio_shown, model.sample_rate, shown, width=1000, height=360,
+                                     frame_rate=model.frame_rate)
+    rows = note_rows(session.notes[-12:])
+    state = "finished" if last else "listening"
+    summary = (f"**{state}**: {session.seconds:.1f} s heard, {len(session.notes)} notes finished, "
+               f"{len(session.sounding)} sounding (the roll shows from {t0:.1f} s).")
+    midi_path = gr.skip()
+    if last:
+        midi_path = _scratch_dir() / "live.mid"
+        midi_path.write_bytes(midi.notes_to_midi(session.notes, frame_rate=model.frame_rate))
+        midi_path = str(midi_path)
+    return picture, rows, summary, midi_path, (None if last else session)
+
+
+def decode_defaults_full(model: Any) -> dict[str, Any]:
+    """Every decoding default of the model's card (not only the tab's sliders)."""
+    card = getattr(model, "decode_defaults", None)
+    return dict(card()) if callable(card) else {}
+
+
+def _build_live(source: ModelSource, onset: Any, frame: Any, min_ms: Any, bends: Any) -> None:
+    with gr.Accordion("Live microphone", open=False):
+        gr.Markdown("Play or sing into the microphone: notes appear about half a second after they "
+                    "start, from the same streaming decoder as `ws://…/stream/transcriber`.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
+                live_midi = gr.File(label="MIDI of the take", interactive=False)
+            with gr.Column(scale=2):
+                live_summary = gr.Markdown()
+                live_roll = gr.Image(label="Last seconds", type="numpy", interactive=False, format="png")
+                live_table = gr.Dataframe(headers=TABLE_HEADERS, label="Latest notes", interactive=False)
+        session = gr.State(None)
+
+        def step(chunk, state, o, f, m, b, last=False):
+            params = dict(onset_threshold=float(o), frame_threshold=float(f), min_note_ms=float(m),
+                          include_pitch_bends=bool(b))
+            return live_step(source, chunk, state, params, last=last)
+
+        outputs = [live_roll, live_table, live_summary, live_midi, session]
+        inputs = [mic, session, onset, frame, min_ms, bends]
+        mic.stream(step, inputs=inputs, outputs=outputs, stream_every=0.25, time_limit=live.MAX_SECONDS,
+                   api_visibility="private", show_progress="hidden")
+        mic.stop_recording(lambda c, s, o, f, m, b: step(None, s, o, f, m, b, last=True), inputs=inputs,
+                           outputs=outputs, api_visibility="private")
+
+
 def build_tab(source: ModelSource | None = None) -> None:
     """Lay out the tab's components inside the caller's open gr.Tab and wire the button."""
     source = source if source is not None else _ShippedModel()
@@ -252,6 +314,7 @@ def build_tab(source: ModelSource | None = None) -> None:
                 midi_file = gr.File(label="MIDI", interactive=False)
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Notes", interactive=False,
                                  max_height=300)
+    _build_live(source, onset, frame, min_ms, bends)
 
     def on_click(path: str | None, o: float, f: float, m: float, b: bool):
         return transcribe(source, path, o, f, m, b)

@@ -1,9 +1,11 @@
 """Rendered music with exact note truth: music21 scores and generated textures -> FluidSynth.
 
-A set is a directory of `audio/NAME.wav` (22.05 kHz mono) and `notes/NAME.csv`
-(`onset_s,offset_s,midi_pitch,velocity`) plus `manifest.json`; the evaluation reads the same
-layout. Every clip is a pure function of (set seed, clip index), so a set can be extended or
-rebuilt and comes out the same.
+A set is a directory of `audio/NAME.wav` (22.05 kHz mono), `notes/NAME.csv`
+(`onset_s,offset_s,midi_pitch,velocity,track`), `bends/NAME.npy` (each track's pitch-wheel curve
+in semitones at 100 Hz, see expression.py) and `manifest.json`; the evaluation reads the same
+layout. Onsets are where a note becomes audible (onset_delays.py), not the MIDI note-on.
+Every clip is a pure function of (set seed, clip index), so a set can be extended or rebuilt
+and comes out the same.
 
 Held out from training: 10 % of the corpus pieces, one soundfont, and a set of GM programs
 (one per instrument family the evaluation reports on).
@@ -23,7 +25,7 @@ import pretty_midi
 import soundfile as sf
 from tqdm import tqdm
 
-from training.data import midi_sources
+from training.data import expression, midi_sources, onset_delays
 
 SAMPLE_RATE = 22050
 TRAIN_SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"]
@@ -31,6 +33,7 @@ HELDOUT_SOUNDFONTS = ["/usr/share/sounds/sf2/TimGM6mb.sf2"]
 # One or two per family: keys, plucked, bowed, voice-like, winds, pads.
 HELDOUT_PROGRAMS = [1, 5, 25, 41, 53, 66, 69, 89]
 _NOT_PITCHED = {47, 55, 109} | set(range(96, 104)) | set(range(112, 128))
+GENERATOR = 2  # bump when a clip of the same (seed, index) would come out differently
 TRAIN_PROGRAMS = [p for p in range(128) if p not in _NOT_PITCHED and p not in HELDOUT_PROGRAMS]
 
 
@@ -85,15 +88,18 @@ def render(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.random.Generator)
     return audio / peak * 0.9 if peak > 0 else audio
 
 
-def notes_of(pm: pretty_midi.PrettyMIDI) -> np.ndarray:
-    rows = [(n.start, n.end, n.pitch, n.velocity) for i in pm.instruments for n in i.notes]
-    arr = np.array(sorted(rows), dtype=np.float64).reshape(-1, 4)
-    return arr
+def notes_of(pm: pretty_midi.PrettyMIDI, delays: dict[int, float] | None = None) -> np.ndarray:
+    """[n, 5] rows (onset_s, offset_s, pitch, velocity, track), onsets moved by the program's
+    audible delay (never past the last 20 ms of the note)."""
+    delays = delays or {}
+    rows = [(min(n.start + delays.get(inst.program, 0.0), max(n.end - 0.02, n.start)), n.end, n.pitch, n.velocity, i)
+            for i, inst in enumerate(pm.instruments) for n in inst.notes]
+    return np.array(sorted(rows), dtype=np.float64).reshape(-1, 5)
 
 
 def write_notes_csv(path: Path, notes: np.ndarray, source: str) -> None:
-    lines = [f"# audio: ../audio/{path.stem}.wav ({source})", "onset_s,offset_s,midi_pitch,velocity"]
-    lines += [f"{s:.4f},{e:.4f},{int(p)},{int(v)}" for s, e, p, v in notes]
+    lines = [f"# audio: ../audio/{path.stem}.wav ({source})", "onset_s,offset_s,midi_pitch,velocity,track"]
+    lines += [f"{s:.4f},{e:.4f},{int(p)},{int(v)},{int(k)}" for s, e, p, v, k in notes]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -123,8 +129,11 @@ def make_clip(args: tuple[str, int, dict]) -> dict | None:
     if not pm.instruments:
         return None
     soundfont = spec["soundfonts"][int(rng.integers(len(spec["soundfonts"])))]
+    curves = expression.add_expression(pm, rng, seconds)
     audio = render(pm, soundfont, rng)[: int(seconds * SAMPLE_RATE)]
-    notes = notes_of(pm)
+    delays = onset_delays.delays_for(soundfont, [i.program for i in pm.instruments], Path(spec["cache"]))
+    notes = notes_of(pm, delays)
+    expression.write_curves(out / "bends" / f"{name}.npy", curves)
     sf.write(str(wav), audio, SAMPLE_RATE, subtype="PCM_16")
     write_notes_csv(csv, notes, f"{source}; {Path(soundfont).name}; programs {sorted({i.program for i in pm.instruments})}")
     return {"name": name, "source": source, "soundfont": Path(soundfont).name, "seconds": len(audio) / SAMPLE_RATE,
@@ -149,7 +158,12 @@ def build_set(out: Path, split: str, minutes: float, seed: int, clip_seconds: fl
         "pieces": [str(p) for p in midi_sources.corpus_pieces(split)],
         "texture_share": (0.3 if split == "train" else 0.15) if texture_share is None else texture_share,
         "cache": str(Path(os.environ.get("HARK_CACHE", "data/cache"))),
+        "generator": GENERATOR,
     }
+    manifest = out / "manifest.json"
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"clips": []}
+    if old["clips"] and old.get("spec", {}).get("generator", 1) != GENERATOR:
+        raise ValueError(f"{out} was rendered by an older generator; render into a new directory")
     n_clips = int(np.ceil(minutes * 60 / clip_seconds))
     jobs = [(str(out), i, spec) for i in range(n_clips)]
     made = []
@@ -157,8 +171,6 @@ def build_set(out: Path, split: str, minutes: float, seed: int, clip_seconds: fl
         for info in tqdm(pool.map(make_clip, jobs, chunksize=2), total=n_clips, desc=f"render {split}", unit="clip"):
             if info:
                 made.append(info)
-    manifest = out / "manifest.json"
-    old = json.loads(manifest.read_text()) if manifest.exists() else {"clips": []}
     meta = {k: v for k, v in spec.items() if k != "pieces"}
     meta["n_pieces_available"] = len(spec["pieces"])
     manifest.write_text(json.dumps({"spec": meta, "clips": old["clips"] + made}, indent=1))

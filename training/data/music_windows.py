@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from training.data.augment import AugmentConfig, Augmenter
+from training.data.expression import CURVE_RATE, read_curves
 
 PRE_ROLL_S = 1.0  # audio before the window, so augmentation reverb has a history
 
@@ -18,18 +19,21 @@ PRE_ROLL_S = 1.0  # audio before the window, so augmentation reverb has a histor
 @dataclass
 class Clip:
     wav: Path
-    notes: np.ndarray  # [n, 4]: onset_s, offset_s, midi_pitch, velocity
+    notes: np.ndarray  # [n, 5]: onset_s, offset_s, midi_pitch, velocity, track
     frames: int
+    bends: np.ndarray | None = None  # [tracks, samples] semitones at CURVE_RATE
 
 
 def read_notes_csv(path: Path) -> np.ndarray:
+    """[n, 5] rows; velocity defaults to 80 and track to 0 when the CSV lacks them."""
     rows = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
     if len(rows) <= 1:
-        return np.zeros((0, 4))
+        return np.zeros((0, 5))
     data = np.loadtxt(rows[1:], delimiter=",", ndmin=2)
-    if data.shape[1] == 3:
-        data = np.concatenate([data, np.full((len(data), 1), 80.0)], axis=1)
-    return data[:, :4]
+    defaults = np.array([0.0, 0.0, 0.0, 80.0, 0.0])
+    if data.shape[1] < 5:
+        data = np.concatenate([data, np.tile(defaults[data.shape[1]:], (len(data), 1))], axis=1)
+    return data[:, :5]
 
 
 def is_validation(name: str, every: int) -> bool:
@@ -47,18 +51,26 @@ def load_clips(dirs: list[str | Path], subset: str = "train", validation_every: 
             wav = Path(d) / "audio" / (csv.stem + ".wav")
             if not wav.exists() or is_validation(csv.stem, validation_every) != (subset == "validation"):
                 continue
-            clips.append(known.get(wav) or Clip(wav, read_notes_csv(csv), sf.info(str(wav)).frames))
+            clips.append(known.get(wav) or Clip(wav, read_notes_csv(csv), sf.info(str(wav)).frames,
+                                                read_curves(Path(d) / "bends" / (csv.stem + ".npy"))))
     return clips
 
 
 def frame_targets(notes: np.ndarray, start_s: float, frames: int, frame_rate: float, n_keys: int = 88,
-                  min_midi: int = 21, bins_per_semitone: int = 3) -> dict[str, np.ndarray]:
-    """Frame t sits at start_s + t / frame_rate. Contour gets 1 on the key's centre bin and a
-    softer 0.5 on its neighbours, which tolerates tuning and vibrato."""
+                  min_midi: int = 21, bins_per_semitone: int = 3, bends: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Frame t sits at start_s + t / frame_rate. Onset and note stay on the written key; the
+    contour follows the sounding pitch (key plus its track's bend curve), 1 on the nearest bin
+    and a softer 0.5 on its neighbours."""
     onset = np.zeros((frames, n_keys), np.float32)
     note = np.zeros((frames, n_keys), np.float32)
-    contour = np.zeros((frames, n_keys * bins_per_semitone), np.float32)
-    for on, off, pitch, _ in notes:
+    n_bins = n_keys * bins_per_semitone
+    contour = np.zeros((frames, n_bins), np.float32)
+    times = start_s + np.arange(frames) / frame_rate
+    curve_idx = np.clip(np.round(times * CURVE_RATE).astype(int), 0, None)
+    for row in notes:
+        on, off, pitch = row[:3]
+        track = int(row[4]) if len(row) > 4 else 0
         k = int(round(pitch)) - min_midi
         if not 0 <= k < n_keys:
             continue
@@ -70,10 +82,14 @@ def frame_targets(notes: np.ndarray, start_s: float, frames: int, frame_rate: fl
             onset[f_on, k] = 1.0
         a, b = max(f_on, 0), min(f_off, frames)
         note[a:b, k] = 1.0
-        c = bins_per_semitone * k + bins_per_semitone // 2
-        contour[a:b, c] = 1.0
-        for nb in (c - 1, c + 1):
-            contour[a:b, nb] = np.maximum(contour[a:b, nb], 0.5)
+        c = np.full(b - a, bins_per_semitone * k + bins_per_semitone // 2)
+        if bends is not None and track < len(bends):
+            idx = np.minimum(curve_idx[a:b], bends.shape[1] - 1)
+            c = c + np.round(bends[track, idx] * bins_per_semitone).astype(int)
+        rows = np.arange(a, b)
+        for nb, value in ((c - 1, 0.5), (c + 1, 0.5), (c, 1.0)):
+            ok = (nb >= 0) & (nb < n_bins)
+            contour[rows[ok], nb[ok]] = np.maximum(contour[rows[ok], nb[ok]], value)
     return {"onset": onset, "note": note, "contour": contour}
 
 
@@ -117,5 +133,6 @@ class MusicWindows(Dataset):
         audio = np.pad(audio, (max(-a, 0), max(b - clip.frames, 0)))
         if self.augment:
             audio = self.augment(audio, rng, self.window)
-        targets = frame_targets(clip.notes, start / self.sr, self.window // self.hop, self.sr / self.hop)
+        targets = frame_targets(clip.notes, start / self.sr, self.window // self.hop, self.sr / self.hop,
+                                bends=clip.bends)
         return {"audio": torch.from_numpy(audio.astype(np.float32)), **{k: torch.from_numpy(v) for k, v in targets.items()}}

@@ -1,0 +1,178 @@
+"""Streaming transcription: audio chunks in as they are recorded, note events out.
+
+The model is not causal: frame t is settled once it has `lookahead` frames of audio after it.
+Every `step` new frames, one window ending at the newest sample is run and its settled frames
+are appended to the posteriorgrams; the window is `context + step + lookahead` frames, the
+context covering the front end's longest analysis window. Notes come from the same decoder as
+offline, re-run over the recent settled frames:
+
+- `note_on` once a note's start can no longer move (its attack window and the shortest note
+  length are settled), so the latency after an onset is lookahead + settle + up to one step;
+- `note_off` once the key has been quiet longer than the decoder bridges, with the pitch bends.
+
+Frames every window sees with at least `lookahead` frames on each side, as offline with its
+`margin`, so the streamed notes match the offline ones up to small numeric differences.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.notes import Note, decode_notes, note_to_dict
+
+LOOKAHEAD_FRAMES = 26  # ~0.30 s at 86 frames/s
+STEP_FRAMES = 6  # ~0.07 s between model runs
+CONTEXT_FRAMES = 44  # > half the longest front-end window (16384 samples = 64 frames)
+HISTORY_FRAMES = 172  # settled frames kept for decoding besides those of open notes
+_SAME_NOTE_FRAMES = 3
+
+
+@dataclass
+class _Open:
+    key: int
+    start: int
+    note: Note
+
+
+class StreamingTranscriber:
+    """One stream's state. `push` chunks of mono float32 audio at the model's sample rate; each
+    call returns the note events that became certain; `finish` flushes the rest."""
+
+    def __init__(self, model: Any, decode_params: dict[str, Any], *,
+                 lookahead_frames: int = LOOKAHEAD_FRAMES, step_frames: int = STEP_FRAMES,
+                 context_frames: int = CONTEXT_FRAMES) -> None:
+        self.model = model
+        self.params = {k: v for k, v in decode_params.items()}
+        self.hop = model.hop
+        self.frame_rate = model.frame_rate
+        self.lookahead, self.step = lookahead_frames, step_frames
+        fixed = model.fixed_window_frames
+        # A model with a fixed input length runs its own window; the settled frames are then
+        # the ones `lookahead` before its end.
+        self.window_frames = fixed or (context_frames + step_frames + lookahead_frames)
+        # Before the stream starts there is silence, as before an offline file.
+        self.audio = np.zeros(self.window_frames * self.hop, dtype=np.float32)
+        self.audio_start = -self.audio.size  # stream sample index of self.audio[0]
+        self.received = 0  # samples pushed so far
+        self.finished = False
+        self.settled = 0  # frames of the stream settled so far
+        self.base = 0  # stream frame of grams[*][0]
+        self.grams: dict[str, np.ndarray] = {}
+        self.open: list[_Open] = []
+        self.closed: list[tuple[int, int]] = []  # (key, start) of recent finished notes
+        min_note_ms = float(self.params.get("min_note_ms", 58.0))
+        self.settle = max(int(np.ceil(min_note_ms * self.frame_rate / 1000.0)), 5) + 1
+        self.max_gap = int(round(float(self.params.get("max_gap_ms", 100.0)) * self.frame_rate / 1000.0))
+
+    # --- audio in -------------------------------------------------------------------------------
+
+    @property
+    def seconds_received(self) -> float:
+        return self.received / self.model.sample_rate
+
+    def push(self, samples: np.ndarray) -> list[dict[str, Any]]:
+        if self.finished:
+            raise RuntimeError("push after finish: start a new stream")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.audio = np.concatenate([self.audio, samples])
+        self.received += samples.size
+        events: list[dict[str, Any]] = []
+        available = self.received // self.hop - self.lookahead  # frames that could settle now
+        while available - self.settled >= self.step:
+            self._run_window(self.settled + self.step)
+            events += self._decode(final=False)
+        return events
+
+    def finish(self) -> list[dict[str, Any]]:
+        """End of stream: the rest settles against zeros, as the end of an offline file does."""
+        if self.finished:
+            return []
+        self.finished = True
+        total = max(1, -(-self.received // self.hop))
+        self.audio = np.concatenate([self.audio, np.zeros((self.lookahead + 1) * self.hop, np.float32)])
+        while self.settled < total:
+            self._run_window(min(self.settled + self.step, total))
+        return self._decode(final=True)
+
+    def _run_window(self, settle_to: int) -> None:
+        """Run the window whose frames up to `settle_to` (exclusive) are settled."""
+        start_frame = settle_to + self.lookahead - self.window_frames
+        a = start_frame * self.hop - self.audio_start
+        out = self.model.run_window(self.audio[a:a + self.window_frames * self.hop])
+        first = self.settled - start_frame
+        for name, value in out.items():
+            new = value[first:settle_to - start_frame]
+            self.grams[name] = new if name not in self.grams else np.concatenate([self.grams[name], new])
+        self.settled = settle_to
+        # Later windows start no earlier than this one: older audio is not needed again.
+        if a > 0:
+            self.audio = self.audio[a:]
+            self.audio_start += a
+
+    # --- notes out ------------------------------------------------------------------------------
+
+    def _decode(self, final: bool) -> list[dict[str, Any]]:
+        if not self.grams:
+            return []
+        notes = decode_notes(self.grams["onset"], self.grams["note"], self.grams.get("contour"),
+                             frame_rate=self.frame_rate, **self.params)
+        events: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for n in notes:
+            start = self.base + int(round(n.start_s * self.frame_rate))
+            end = self.base + int(round(n.end_s * self.frame_rate))
+            key = n.pitch_midi
+            shifted = _shift(n, self.base / self.frame_rate)
+            match = next((i for i, o in enumerate(self.open)
+                          if o.key == key and abs(o.start - start) <= _SAME_NOTE_FRAMES), None)
+            if match is None:
+                if start <= self.base + 1 and self.base > 0:
+                    continue  # cut by the history edge: its start is not known
+                if any(k == key and abs(s - start) <= _SAME_NOTE_FRAMES for k, s in self.closed):
+                    continue
+                if not final and start + self.settle > self.settled:
+                    continue  # its start could still move
+                self.open.append(_Open(key, start, shifted))
+                events.append(_event("note_on", shifted))
+                match = len(self.open) - 1
+            seen.add(match)
+            self.open[match].note = shifted
+            if final or end + self.max_gap + 1 < self.settled:
+                events.append(_event("note_off", shifted))
+                self.closed.append((key, self.open[match].start))
+                self.open[match].key = -1
+        # Open notes the decoder no longer reports (a later frame re-read them) end where last seen.
+        for i, o in enumerate(self.open):
+            if o.key >= 0 and i not in seen and (final or o.start + self.settle < self.settled - self.lookahead):
+                events.append(_event("note_off", o.note))
+                self.closed.append((o.key, o.start))
+                o.key = -1
+        self.open = [o for o in self.open if o.key >= 0]
+        self._forget()
+        return events
+
+    def _forget(self) -> None:
+        """Keep the settled frames the next decode needs: open notes and some history."""
+        keep = self.settled - HISTORY_FRAMES
+        if self.open:
+            keep = min(keep, min(o.start for o in self.open) - 8)
+        drop = keep - self.base
+        if drop > 0:
+            self.grams = {k: v[drop:] for k, v in self.grams.items()}
+            self.base = keep
+        self.closed = [(k, s) for k, s in self.closed if s >= self.base - _SAME_NOTE_FRAMES]
+
+
+def _shift(n: Note, offset_s: float) -> Note:
+    return Note(start_s=n.start_s + offset_s, end_s=n.end_s + offset_s, pitch_midi=n.pitch_midi,
+                velocity=n.velocity, pitch_bends=n.pitch_bends)
+
+
+def _event(kind: str, n: Note) -> dict[str, Any]:
+    d = note_to_dict(n)
+    if kind == "note_on":
+        d.pop("end_s", None)
+        d.pop("pitch_bends", None)
+    return {"type": kind, **d}

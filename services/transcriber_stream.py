@@ -1,0 +1,147 @@
+"""WebSocket streaming for the transcriber: `ws://HOST:3000/stream/transcriber`.
+
+Protocol (see docs/CONTRACT.md):
+
+- query parameters: `sample_rate` of the audio sent (default: the model's), `format` `f32`
+  (float32 little-endian, default) or `s16` (int16 little-endian), and the decoding parameters
+  of /transcribe (`onset_threshold`, `frame_threshold`, `min_note_ms`, `min_freq_hz`,
+  `max_freq_hz`, `include_pitch_bends`);
+- the server first sends `{"type": "ready", ...}` with the model, the rates and the latency;
+- the client sends mono PCM as binary messages, any size up to MAX_MESSAGE_BYTES, and the text
+  message `{"type": "end"}` (or simply closes) when the recording stops;
+- the server answers `note_on` (start_s, pitch_midi, velocity) as soon as a note is certain and
+  `note_off` (the whole note, with pitch bends) when it has ended, then `{"type": "done"}`;
+- bad parameters, bad messages or a stream over HARK_MAX_AUDIO_SECONDS give
+  `{"type": "error", "reason": ..., "error": ...}` and the socket closes with code 1008.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from services import config, metrics
+from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
+
+log = logging.getLogger("hark.transcriber.stream")
+
+NAME = "transcriber"
+MAX_MESSAGE_BYTES = 1 << 20
+FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
+_PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")
+
+
+class StreamError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
+    from services.transcriber_api import TranscribeParams  # the HTTP API's bounds, once
+
+    unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
+    if unknown:
+        raise StreamError("params", f"Unknown query parameters {unknown}; accepted: sample_rate, format, {', '.join(_PARAMS)}")
+    fmt = query.get("format", "f32")
+    if fmt not in FORMATS:
+        raise StreamError("params", f"format must be one of {sorted(FORMATS)}, not {fmt!r}")
+    try:
+        rate = int(query.get("sample_rate", model.sample_rate))
+    except ValueError:
+        raise StreamError("params", f"sample_rate must be an integer, not {query['sample_rate']!r}") from None
+    if not 8000 <= rate <= 192000:
+        raise StreamError("params", f"sample_rate must be 8000-192000 Hz, not {rate}")
+    given = {k: query[k] for k in _PARAMS if k in query}
+    try:
+        params = TranscribeParams(**{**model.decode_defaults(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise StreamError("params", f"Invalid parameters: {problems}") from None
+    extra = {k: v for k, v in model.decode_defaults().items() if k not in TranscribeParams.model_fields}
+    return rate, FORMATS[fmt], StreamingTranscriber(model, {**extra, **params.model_dump()})
+
+
+class _Resampler:
+    """Chunked resampling to the model's rate (soxr keeps the filter state between chunks)."""
+
+    def __init__(self, rate: int, target: int):
+        import soxr
+
+        self.stream = None if rate == target else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        return x if self.stream is None else self.stream.resample_chunk(x, last=last)
+
+
+def _samples(data: bytes, dtype: np.dtype) -> np.ndarray:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise StreamError("too_large", f"A message may carry at most {MAX_MESSAGE_BYTES} bytes; send smaller chunks")
+    if len(data) % dtype.itemsize:
+        raise StreamError("bad_audio", f"A binary message must hold whole {dtype.itemsize}-byte samples")
+    x = np.frombuffer(data, dtype=dtype)
+    x = x.astype(np.float32) / 32768.0 if dtype.kind == "i" else x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise StreamError("bad_audio", "The audio holds NaN or infinite samples")
+    return x
+
+
+async def transcribe_stream(websocket: WebSocket) -> None:
+    from services.transcriber_api import loaded_model
+
+    await websocket.accept()
+    model = loaded_model()
+    started, processed_s = time.perf_counter(), 0.0
+    try:
+        if model is None:
+            raise StreamError("not_ready", "The transcriber model is still loading; retry in a moment")
+        rate, dtype, stream = _setup(dict(websocket.query_params), model)
+        resample = _Resampler(rate, model.sample_rate)
+        max_s = config.max_audio_seconds()
+        await websocket.send_json({
+            "type": "ready", "model": model.name, "version": model.version, "sample_rate": rate,
+            "model_sample_rate": model.sample_rate, "frame_rate": model.frame_rate,
+            "latency_s": round((LOOKAHEAD_FRAMES + STEP_FRAMES + stream.settle) / model.frame_rate, 3),
+            "max_seconds": max_s,
+        })
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                x = resample(_samples(message["bytes"], dtype))
+                if stream.seconds_received + x.size / model.sample_rate > max_s:
+                    raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
+                t0 = time.perf_counter()
+                events = await asyncio.to_thread(stream.push, x)
+                processed_s += time.perf_counter() - t0
+            else:
+                try:
+                    text = json.loads(message.get("text") or "")
+                except json.JSONDecodeError:
+                    text = None
+                if not isinstance(text, dict) or text.get("type") != "end":
+                    raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
+                tail = resample(np.zeros(0, np.float32), last=True)
+                events = await asyncio.to_thread(lambda: stream.push(tail) + stream.finish())
+                for e in events:
+                    await websocket.send_json(e)
+                metrics.observe_inference(model.name, stream.seconds_received, processed_s)
+                await websocket.send_json({"type": "done", "audio_s": round(stream.seconds_received, 3),
+                                           "wall_s": round(time.perf_counter() - started, 3)})
+                await websocket.close()
+                return
+            for e in events:
+                await websocket.send_json(e)
+    except StreamError as exc:
+        metrics.count_rejection(NAME, exc.reason)
+        await websocket.send_json({"type": "error", "reason": exc.reason, "error": exc.message})
+        await websocket.close(code=1008)
+    except WebSocketDisconnect:
+        return
