@@ -61,7 +61,7 @@ class StreamingTranscriber:
         self.base = 0  # stream frame of grams[*][0]
         self.grams: dict[str, np.ndarray] = {}
         self.open: list[_Open] = []
-        self.closed: list[tuple[int, int]] = []  # (key, start) of recent finished notes
+        self.closed: list[tuple[int, int, int]] = []  # (key, start, end) frames of recent finished notes
         min_note_ms = float(self.params.get("min_note_ms", 58.0))
         self.settle = max(int(np.ceil(min_note_ms * self.frame_rate / 1000.0)), 5) + 1
         self.max_gap = int(round(float(self.params.get("max_gap_ms", 100.0)) * self.frame_rate / 1000.0))
@@ -128,10 +128,10 @@ class StreamingTranscriber:
             match = next((i for i, o in enumerate(self.open)
                           if o.key == key and abs(o.start - start) <= _SAME_NOTE_FRAMES), None)
             if match is None:
-                if start <= self.base + 1 and self.base > 0:
+                if start <= self.base + _SAME_NOTE_FRAMES and self.base > 0:
                     continue  # cut by the history edge: its start is not known
-                if any(k == key and abs(s - start) <= _SAME_NOTE_FRAMES for k, s in self.closed):
-                    continue
+                if any(k == key and s - _SAME_NOTE_FRAMES <= start <= e for k, s, e in self.closed):
+                    continue  # the tail of a note already finished
                 if not final and start + self.settle > self.settled:
                     continue  # its start could still move
                 self.open.append(_Open(key, start, shifted))
@@ -141,13 +141,13 @@ class StreamingTranscriber:
             self.open[match].note = shifted
             if final or end + self.max_gap + 1 < self.settled:
                 events.append(_event("note_off", shifted))
-                self.closed.append((key, self.open[match].start))
+                self.closed.append((key, self.open[match].start, end))
                 self.open[match].key = -1
         # Open notes the decoder no longer reports (a later frame re-read them) end where last seen.
         for i, o in enumerate(self.open):
             if o.key >= 0 and i not in seen and (final or o.start + self.settle < self.settled - self.lookahead):
                 events.append(_event("note_off", o.note))
-                self.closed.append((o.key, o.start))
+                self.closed.append((o.key, o.start, int(round(o.note.end_s * self.frame_rate))))
                 o.key = -1
         self.open = [o for o in self.open if o.key >= 0]
         self._forget()
@@ -162,7 +162,7 @@ class StreamingTranscriber:
         if drop > 0:
             self.grams = {k: v[drop:] for k, v in self.grams.items()}
             self.base = keep
-        self.closed = [(k, s) for k, s in self.closed if s >= self.base - _SAME_NOTE_FRAMES]
+        self.closed = [(k, s, e) for k, s, e in self.closed if e >= self.base - _SAME_NOTE_FRAMES]
 
 
 def _shift(n: Note, offset_s: float) -> Note:

@@ -145,3 +145,7 @@ async def transcribe_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
     except WebSocketDisconnect:
         return
+    except Exception:  # a server fault: say so on the socket rather than dropping it silently
+        log.exception("stream failed")
+        await websocket.send_json({"type": "error", "reason": "internal", "error": "transcription failed on the server"})
+        await websocket.close(code=1011)

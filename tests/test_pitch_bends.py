@@ -44,14 +44,24 @@ def render_bent_note(tmp: Path, program: int, pitch: int) -> np.ndarray:
 
 @pytest.mark.parametrize("program, pitch", [(41, 67), (65, 62)])  # viola and alto sax, two ranges
 def test_returned_bend_follows_the_rendered_bend(tmp_path: Path, program: int, pitch: int) -> None:
+    """Per frame, the sounding note's pitch plus its bend follows the rendered pitch. A bend held
+    a whole semitone up may come back as a note of its own (as a listener would write it); the
+    trajectory must still follow the rendering within a quarter tone."""
     model = TranscriberModel(MODEL_DIR, threads=1)
     notes = model.transcribe(render_bent_note(tmp_path, program, pitch), include_pitch_bends=True)
-    main = max((n for n in notes if n.pitch_midi == pitch), key=lambda n: n.end_s - n.start_s)
-    assert main.start_s < 0.35 and main.end_s > 2.2, [(n.start_s, n.end_s, n.pitch_midi) for n in notes]
-    t = main.start_s + np.arange(len(main.pitch_bends)) / model.frame_rate
-    inside = (t > 0.35) & (t < 2.45)  # away from the attack and the release
-    error = np.abs(np.asarray(main.pitch_bends)[inside] - bend_curve(t[inside]))
-    assert error.max() <= QUARTER_TONE, f"worst {error.max():.2f} st at {t[inside][error.argmax()]:.2f} s"
-    # The bend is followed, not ignored: the held top reads as about +1 semitone.
-    top = (t > 1.1) & (t < 1.5)
-    assert np.median(np.asarray(main.pitch_bends)[top]) > 0.75
+    frames = np.arange(int(0.35 * model.frame_rate), int(2.45 * model.frame_rate))  # away from attack and release
+    heard = np.full(frames.size, np.nan)
+    for n in sorted(notes, key=lambda n: n.end_s - n.start_s):  # longer notes win where notes overlap
+        first = int(round(n.start_s * model.frame_rate))
+        idx = frames - first
+        ok = (idx >= 0) & (idx < len(n.pitch_bends))
+        heard[ok] = n.pitch_midi + np.asarray(n.pitch_bends)[idx[ok]]
+    want = pitch + bend_curve(frames / model.frame_rate)
+    covered = np.isfinite(heard)
+    assert covered.mean() >= 0.95, [(round(n.start_s, 2), round(n.end_s, 2), n.pitch_midi) for n in notes]
+    error = np.abs(heard[covered] - want[covered])
+    worst = int(np.argmax(error))
+    assert error.max() <= QUARTER_TONE, f"{error.max():.2f} st off at {frames[covered][worst] / model.frame_rate:.2f} s"
+    # The bend is followed, not ignored: the held top reads about a semitone up.
+    top = (frames / model.frame_rate > 1.1) & (frames / model.frame_rate < 1.5) & covered
+    assert np.median(heard[top]) > pitch + 0.75
