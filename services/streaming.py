@@ -44,7 +44,7 @@ class StreamingTranscriber:
                  lookahead_frames: int = LOOKAHEAD_FRAMES, step_frames: int = STEP_FRAMES,
                  context_frames: int = CONTEXT_FRAMES) -> None:
         self.model = model
-        self.params = {k: v for k, v in decode_params.items()}
+        self.params = dict(decode_params)
         self.hop = model.hop
         self.frame_rate = model.frame_rate
         self.lookahead, self.step = lookahead_frames, step_frames
