@@ -275,6 +275,17 @@ def decode(
     )
 
 
+class ChunkResampler:
+    """Resample a stream chunk by chunk to `target` Hz (soxr keeps its filter state between
+    chunks); the identity when the rates match."""
+
+    def __init__(self, rate: int, target: int):
+        self.stream = None if rate == target else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        return x if self.stream is None else self.stream.resample_chunk(x, last=last)
+
+
 def _read_mono_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limits: Limits) -> np.ndarray:
     rate = handle.samplerate
     stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")

@@ -121,6 +121,19 @@ class _Outcome:
     notes: list[Note] = field(default_factory=list)
     meta: TranscriptionMeta | None = None
 
+def request_params(model: TranscriberModel, given: dict[str, Any]) -> tuple[TranscribeParams, dict[str, Any]]:
+    """(the request's parameters over the card's defaults, every decoder keyword for it).
+    Card-level decoding options that are not request parameters still apply. Raises
+    ValueError saying what is wrong."""
+    defaults = model.decode_defaults()
+    try:
+        params = TranscribeParams(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
+    except ValidationError as exc:
+        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    extra = {k: v for k, v in defaults.items() if k not in TranscribeParams.model_fields}
+    return params, {**extra, **params.model_dump()}
+
+
 # The model of this process's service instance, for the demo (built at import, before it loads).
 _loaded: dict[str, TranscriberModel] = {}
 
@@ -156,10 +169,9 @@ class TranscriberAPI:
                 f"(curl -F audio=@song.wav). {limits.accepted()}",
             ))
         try:
-            chosen = {k: v for k, v in given.items() if v is not None}
-            params = TranscribeParams(**{**m.decode_defaults(), **chosen})
-        except ValidationError as exc:
-            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            params, decode_kwargs = request_params(m, given)
+        except ValueError as exc:
+            problems = str(exc)
             accepted = "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())
             return _Outcome(error=reject("params", f"Invalid parameters: {problems}. Accepted: {accepted}"))
         try:
@@ -170,9 +182,7 @@ class TranscriberAPI:
 
         t0 = time.perf_counter()
         grams = m.posteriorgrams(decoded.samples)
-        # Card-level decoding options that are not request parameters still apply.
-        extra = {k: v for k, v in m.decode_defaults().items() if k not in TranscribeParams.model_fields}
-        notes = m.decode(grams, **extra, **params.model_dump())
+        notes = m.decode(grams, **decode_kwargs)
         elapsed = time.perf_counter() - t0
         metrics.observe_inference(m.name, decoded.duration_s, elapsed)
         meta = TranscriptionMeta(

@@ -23,10 +23,9 @@ import time
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from services import config, metrics
+from services import audio, config, metrics
 from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
 
 log = logging.getLogger("hark.transcriber.stream")
@@ -44,7 +43,7 @@ class StreamError(Exception):
 
 
 def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
-    from services.transcriber_api import TranscribeParams  # the HTTP API's bounds, once
+    from services.transcriber_api import request_params  # the HTTP API's bounds, once
 
     unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
     if unknown:
@@ -58,26 +57,11 @@ def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingT
         raise StreamError("params", f"sample_rate must be an integer, not {query['sample_rate']!r}") from None
     if not 8000 <= rate <= 192000:
         raise StreamError("params", f"sample_rate must be 8000-192000 Hz, not {rate}")
-    given = {k: query[k] for k in _PARAMS if k in query}
     try:
-        params = TranscribeParams(**{**model.decode_defaults(), **given})
-    except ValidationError as exc:
-        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise StreamError("params", f"Invalid parameters: {problems}") from None
-    extra = {k: v for k, v in model.decode_defaults().items() if k not in TranscribeParams.model_fields}
-    return rate, FORMATS[fmt], StreamingTranscriber(model, {**extra, **params.model_dump()})
-
-
-class _Resampler:
-    """Chunked resampling to the model's rate (soxr keeps the filter state between chunks)."""
-
-    def __init__(self, rate: int, target: int):
-        import soxr
-
-        self.stream = None if rate == target else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
-
-    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
-        return x if self.stream is None else self.stream.resample_chunk(x, last=last)
+        _, decode_kwargs = request_params(model, {k: query[k] for k in _PARAMS if k in query})
+    except ValueError as exc:
+        raise StreamError("params", f"Invalid parameters: {exc}") from None
+    return rate, FORMATS[fmt], StreamingTranscriber(model, decode_kwargs)
 
 
 def _samples(data: bytes, dtype: np.dtype) -> np.ndarray:
@@ -102,7 +86,7 @@ async def transcribe_stream(websocket: WebSocket) -> None:
         if model is None:
             raise StreamError("not_ready", "The transcriber model is still loading; retry in a moment")
         rate, dtype, stream = _setup(dict(websocket.query_params), model)
-        resample = _Resampler(rate, model.sample_rate)
+        resample = audio.ChunkResampler(rate, model.sample_rate)
         max_s = config.max_audio_seconds()
         await websocket.send_json({
             "type": "ready", "model": model.name, "version": model.version, "sample_rate": rate,

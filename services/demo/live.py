@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from services.audio import ChunkResampler
 from services.notes import Note
 from services.streaming import StreamingTranscriber
 
@@ -22,24 +23,18 @@ MAX_SECONDS = 600.0
 class LiveSession:
     stream: StreamingTranscriber
     input_rate: int
-    resampler: Any = None
+    resample: ChunkResampler
     notes: list[Note] = field(default_factory=list)  # finished notes
     sounding: dict[tuple[int, float], dict] = field(default_factory=dict)  # note_on events still open
     audio: list[np.ndarray] = field(default_factory=list)  # recent model-rate audio, for the picture
 
     @classmethod
     def start(cls, model: Any, decode_params: dict[str, Any], input_rate: int) -> LiveSession:
-        import soxr
-
-        resampler = None
-        if input_rate != model.sample_rate:
-            resampler = soxr.ResampleStream(input_rate, model.sample_rate, 1, dtype="float32")
-        return cls(StreamingTranscriber(model, decode_params), input_rate, resampler)
+        return cls(StreamingTranscriber(model, decode_params), input_rate,
+                   ChunkResampler(input_rate, model.sample_rate))
 
     def feed(self, chunk: np.ndarray, last: bool = False) -> None:
-        x = _mono_float(chunk)
-        if self.resampler is not None:
-            x = self.resampler.resample_chunk(x, last=last)
+        x = self.resample(_mono_float(chunk), last=last)
         self.audio.append(x)
         keep = int(SHOWN_SECONDS * self.stream.model.sample_rate)
         while sum(a.size for a in self.audio) - self.audio[0].size > keep:

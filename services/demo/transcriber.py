@@ -218,7 +218,7 @@ def live_step(source: ModelSource | None, chunk: tuple[int, np.ndarray] | None, 
         model = resolve_model(source)
         if not hasattr(model, "run_window"):
             raise gr.Error("Live transcription needs the ONNX transcriber model.", print_exception=False)
-        session = live.LiveSession.start(model, {**decode_defaults_full(model), **params}, int(chunk[0]))
+        session = live.LiveSession.start(model, {**model.decode_defaults(), **params}, int(chunk[0]))
     if session.seconds > live.MAX_SECONDS:
         raise gr.Error(f"Live sessions stop after {live.MAX_SECONDS:g} s; record again.", print_exception=False)
     session.feed(chunk[1] if chunk is not None else np.zeros(0, np.float32), last=last)
@@ -236,12 +236,6 @@ def live_step(source: ModelSource | None, chunk: tuple[int, np.ndarray] | None, 
         midi_path.write_bytes(midi.notes_to_midi(session.notes, frame_rate=model.frame_rate))
         midi_path = str(midi_path)
     return picture, rows, summary, midi_path, (None if last else session)
-
-
-def decode_defaults_full(model: Any) -> dict[str, Any]:
-    """Every decoding default of the model's card (not only the tab's sliders)."""
-    card = getattr(model, "decode_defaults", None)
-    return dict(card()) if callable(card) else {}
 
 
 def _build_live(source: ModelSource, onset: Any, frame: Any, min_ms: Any, bends: Any) -> None:
