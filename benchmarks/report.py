@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -138,13 +139,15 @@ def update_readme(readme: Path, block: str, tag: str) -> bool:
     return True
 
 
-def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: Path | None, tag: str) -> bool:
-    """Write JSON and markdown; return whether the README block changed."""
+def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: Path | None, tag: str,
+              render: Callable[[dict[str, Any]], str] = render_markdown) -> bool:
+    """Write JSON and markdown; return whether the README block changed. `render` makes the
+    markdown table of one family's results (the transcriber's by default)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, json_path)  # never leave a half-written file for the other command to merge
-    table = render_markdown(results)
+    table = render(results)
     md_path.write_text(f"# {tag} benchmark\n\n{table}")
     return update_readme(readme, table, tag) if readme else False
 

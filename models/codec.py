@@ -111,7 +111,8 @@ class Encoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.register_buffer("analysis", _as_kernel(_dft(cfg.analysis_fft, _periodic_hann(cfg.analysis_fft))))
+        self.register_buffer("analysis", _as_kernel(_dft(cfg.analysis_fft, _periodic_hann(cfg.analysis_fft))),
+                             persistent=False)  # derived from the config, not learned
         bins = cfg.analysis_fft // 2 + 1
         per_code = cfg.frame_hop // cfg.hop
         c = cfg.channels
@@ -148,14 +149,19 @@ class Decoder(nn.Module):
         bins = cfg.n_fft // 2 + 1
         # Each 50 Hz frame predicts its `per_code` STFT frames: magnitude and phase per bin.
         self.head = nn.Linear(c, per_code * bins * 2)
-        self.register_buffer("synthesis", _as_kernel(_inverse_dft(cfg.n_fft, np.sqrt(_periodic_hann(cfg.n_fft)))))
+        self.register_buffer("synthesis", _as_kernel(_inverse_dft(cfg.n_fft, np.sqrt(_periodic_hann(cfg.n_fft)))),
+                             persistent=False)
 
     def spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latent [B, D, T] -> (re, im) [B, bins, 2T] at 100 Hz."""
-        cfg = self.cfg
         h = self.inp(latent)
         for block in self.blocks:
             h = block(h)
+        return self.spectrum_head(h)
+
+    def spectrum_head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk features [B, C, T] -> (re, im) [B, bins, 2T]: magnitude and phase per bin."""
+        cfg = self.cfg
         h = self.head(self.norm(h.transpose(1, 2)))  # [B, T, per_code * bins * 2]
         b, t, _ = h.shape
         bins = cfg.n_fft // 2 + 1

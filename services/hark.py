@@ -10,15 +10,17 @@ from __future__ import annotations
 import bentoml
 
 from services import config
+from services.codec_api import FAMILY as CODEC
+from services.codec_api import CodecAPI
 from services.serving import finish
 from services.transcriber_api import FAMILY as TRANSCRIBER
 from services.transcriber_api import TranscriberAPI
 
-FAMILIES = [TRANSCRIBER]
+FAMILIES = [TRANSCRIBER, CODEC]
 
 
 @bentoml.service(**config.service_config())
-class Hark(TranscriberAPI):
+class Hark(TranscriberAPI, CodecAPI):
     """hark: small audio models served with BentoML (one endpoint group per model family)."""
 
 

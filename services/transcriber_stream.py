@@ -26,20 +26,13 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services import audio, config, metrics
+from services.stream_io import StreamError, pcm_format, samples
 from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
 
 log = logging.getLogger("hark.transcriber.stream")
 
 NAME = "transcriber"
-MAX_MESSAGE_BYTES = 1 << 20
-FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")
-
-
-class StreamError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason, self.message = reason, message
 
 
 def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
@@ -48,32 +41,12 @@ def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingT
     unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
     if unknown:
         raise StreamError("params", f"Unknown query parameters {unknown}; accepted: sample_rate, format, {', '.join(_PARAMS)}")
-    fmt = query.get("format", "f32")
-    if fmt not in FORMATS:
-        raise StreamError("params", f"format must be one of {sorted(FORMATS)}, not {fmt!r}")
-    try:
-        rate = int(query.get("sample_rate", model.sample_rate))
-    except ValueError:
-        raise StreamError("params", f"sample_rate must be an integer, not {query['sample_rate']!r}") from None
-    if not 8000 <= rate <= 192000:
-        raise StreamError("params", f"sample_rate must be 8000-192000 Hz, not {rate}")
+    rate, dtype = pcm_format(query, model.sample_rate)
     try:
         _, decode_kwargs = request_params(model, {k: query[k] for k in _PARAMS if k in query})
     except ValueError as exc:
         raise StreamError("params", f"Invalid parameters: {exc}") from None
-    return rate, FORMATS[fmt], StreamingTranscriber(model, decode_kwargs)
-
-
-def _samples(data: bytes, dtype: np.dtype) -> np.ndarray:
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise StreamError("too_large", f"A message may carry at most {MAX_MESSAGE_BYTES} bytes; send smaller chunks")
-    if len(data) % dtype.itemsize:
-        raise StreamError("bad_audio", f"A binary message must hold whole {dtype.itemsize}-byte samples")
-    x = np.frombuffer(data, dtype=dtype)
-    x = x.astype(np.float32) / 32768.0 if dtype.kind == "i" else x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise StreamError("bad_audio", "The audio holds NaN or infinite samples")
-    return x
+    return rate, dtype, StreamingTranscriber(model, decode_kwargs)
 
 
 async def transcribe_stream(websocket: WebSocket) -> None:
@@ -99,7 +72,7 @@ async def transcribe_stream(websocket: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("bytes") is not None:
-                x = resample(_samples(message["bytes"], dtype))
+                x = resample(samples(message["bytes"], dtype))
                 if stream.seconds_received + x.size / model.sample_rate > max_s:
                     raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
                 t0 = time.perf_counter()

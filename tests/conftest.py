@@ -136,9 +136,40 @@ def build_stand_in_model(directory: Path, version: str = "stand-in") -> Path:
     return directory
 
 
+CODEC_SR = 16000
+CODEC_HOP = 320
+
+
+def build_stand_in_codec(directory: Path) -> Path:
+    """A tiny codec with random weights, exported by the real exporter (four graphs + card)."""
+    import torch
+
+    from export.codec import export
+    from models.codec import Codec, CodecConfig
+
+    torch.manual_seed(0)
+    cfg = CodecConfig(channels=32, encoder_layers=2, decoder_channels=32, decoder_layers=2, latent_dim=16,
+                      codebook_size=1024)
+    checkpoint = directory.parent / "codec_stand_in.pt"
+    torch.save({"model": Codec(cfg).state_dict(), "model_config": cfg.to_dict(), "step": 0, "epoch": 0},
+               checkpoint)
+    t = np.arange(CODEC_SR) / CODEC_SR
+    speechy = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    export(checkpoint, directory, parity_audio=speechy, register=False)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_stand_in_model(tmp_path_factory.mktemp("artifacts") / "transcriber")
+    """artifacts/transcriber of a temporary artifacts dir that also holds a stand-in codec."""
+    root = tmp_path_factory.mktemp("artifacts")
+    build_stand_in_codec(root / "codec")
+    return build_stand_in_model(root / "transcriber")
+
+
+@pytest.fixture(scope="session")
+def stand_in_codec_dir(stand_in_model_dir: Path) -> Path:
+    return stand_in_model_dir.parent / "codec"
 
 
 # --- a real server ------------------------------------------------------------------------------
@@ -174,9 +205,11 @@ def start_server(target: str, tmp: Path, model_dir: Path, **env_overrides: str) 
         **env_overrides,
     }
     env.pop("HARK_TRANSCRIBER_MODEL", None)
+    env.pop("HARK_CODEC_MODEL", None)
     # Registration is part of what `make serve` does; the server then loads from the store.
-    subprocess.run([sys.executable, "-m", "services.model_store", "register", str(model_dir)],
-                   cwd=REPO, env=env, check=True, capture_output=True)
+    for family_dir in sorted(p for p in model_dir.parent.iterdir() if (p / "card.json").is_file()):
+        subprocess.run([sys.executable, "-m", "services.model_store", "register", str(family_dir)],
+                       cwd=REPO, env=env, check=True, capture_output=True)
     port = free_port()
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:

@@ -4,9 +4,14 @@ AdamW with warm-up and cosine decay, gradient clipping, a checkpoint every few m
 `resume` continues from exactly (model, optimizer, schedule, step, epoch), a progress bar, metrics
 as JSON lines, and DDP when started under `torchrun` (gloo on CPU, NCCL on GPU). Only rank 0
 writes files.
+
+Adversarial recipes pass a `critic` (the discriminators): it gets its own optimizer on the same
+schedule, is saved in every checkpoint beside the model (so anyone can fine-tune both), and the
+loss function trains it through `CriticStep.update` before computing the model's loss.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -15,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -28,8 +33,13 @@ from tqdm import tqdm
 class LoopConfig(BaseModel):
     steps: int = 20000
     max_minutes: float | None = None  # stop early (with a checkpoint) when the time budget is spent
+    # Anneal by whichever budget runs out first, steps or max_minutes: the same config then ends
+    # with a decayed learning rate on a slow CPU and on a fast GPU.
+    anneal_by_time: bool = False
     batch_size: int = 16
     lr: float = 3e-3
+    critic_lr: float | None = None  # adversarial recipes only; default lr
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     grad_clip: float = 1.0
@@ -70,10 +80,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def lr_at(step: int, cfg: LoopConfig) -> float:
+def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    if cfg.anneal_by_time and cfg.max_minutes:
+        progress = max(progress, minutes / cfg.max_minutes)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -83,12 +95,44 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # never leave a half-written checkpoint behind an interruption
 
 
-def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]],
+def slim_checkpoint(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> None:
+    """Weights only, floats cast to `dtype`: a checkpoint small enough to commit or carry.
+    Resuming from it continues the schedule with fresh optimizer moments."""
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    for key in ("optimizer", "critic_optimizer"):
+        state.pop(key, None)
+    for key in ("model", "critic"):
+        if key in state:
+            state[key] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state[key].items()}
+    save_checkpoint(dst, state)
+
+
+class CriticStep:
+    """Handed to an adversarial loss function: the (DDP-wrapped) critic and one update of it."""
+
+    def __init__(self, net: torch.nn.Module, opt: torch.optim.Optimizer, params: list, grad_clip: float):
+        self.net, self.opt, self.params, self.grad_clip = net, opt, params, grad_clip
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)  # the model's backward must not leave grads here
+
+
+def _load_float(module: torch.nn.Module, weights: dict) -> None:
+    own = module.state_dict()
+    module.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in weights.items()})
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]],
         dataset: Dataset, cfg: LoopConfig, run_dir: Path, resume: bool = False,
-        extra_state: dict | None = None) -> dict:
+        extra_state: dict | None = None, critic: torch.nn.Module | None = None) -> dict:
     """Train `model` on `dataset`; returns a summary (steps, wall time, last losses).
 
-    `loss_fn(model, batch)` returns the scalar loss and a dict of floats to log.
+    `loss_fn(model, batch)` returns the scalar loss and a dict of floats to log; with a `critic`
+    it is called as `loss_fn(model, batch, critic_step, step)`.
     `extra_state` (config, data description) is stored in every checkpoint.
     """
     d = setup_distributed(cfg.device)
@@ -98,17 +142,35 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
     torch.manual_seed(cfg.seed + d.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "last.pt"
+    if device.type == "cuda":  # TF32 matmuls: ample precision for training, several times faster
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    critic_lr = cfg.critic_lr or cfg.lr
+    if critic is not None:
+        critic.to(device)
+        critic_opt = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=cfg.betas,
+                                       weight_decay=cfg.weight_decay)
     step, epoch, wall_before = 0, 0, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        _load_float(model, state["model"])
+        if critic is not None and "critic" in state:
+            _load_float(critic, state["critic"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+            if critic is not None and "critic_optimizer" in state:
+                critic_opt.load_state_dict(state["critic_optimizer"])
+        elif d.main:
+            print("checkpoint has no optimizer state (a slim checkpoint): fresh optimizer moments")
         step, epoch, wall_before = state["step"], state["epoch"], state.get("wall_s", 0.0)
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}")
     net = DistributedDataParallel(model) if d.world > 1 else model
+    critic_step = None
+    if critic is not None:
+        critic_net = DistributedDataParallel(critic) if d.world > 1 else critic
+        critic_step = CriticStep(critic_net, critic_opt, list(critic.parameters()), cfg.grad_clip)
     if hasattr(dataset, "seed"):
         dataset.seed = cfg.seed * 1000 + d.rank  # ranks draw different windows
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
@@ -122,9 +184,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
 
     def checkpoint() -> None:
         if d.main:
+            critic_state: dict[str, Any] = {} if critic is None else {
+                "critic": critic.state_dict(), "critic_optimizer": critic_opt.state_dict()}
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                         "epoch": epoch, "wall_s": wall_before + time.time() - start,
-                                        **(extra_state or {})})
+                                        **critic_state, **(extra_state or {})})
 
     # SIGTERM/SIGINT (a session ending, Ctrl-C) finish the current step and write a checkpoint.
     interrupted = threading.Event()
@@ -138,10 +202,17 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
             dataset.set_epoch(epoch)
         for batch in DataLoader(dataset, shuffle=False, **loader_kw):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            lr = lr_at(step, cfg, (wall_before + time.time() - start) / 60)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr
             net.train()
-            loss, parts = loss_fn(net, batch)
+            if critic_step is None:
+                loss, parts = loss_fn(net, batch)
+            else:
+                for g in critic_opt.param_groups:
+                    g["lr"] = lr * critic_lr / cfg.lr
+                critic.train()
+                loss, parts = loss_fn(net, batch, critic_step, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -153,7 +224,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
             if step % cfg.log_every == 0 and d.main:
                 elapsed = time.time() - start
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                metrics_file.write(json.dumps({"step": step, "lr": lr_at(step, cfg), "grad_norm": float(gnorm),
+                metrics_file.write(json.dumps({"step": step, "lr": lr, "grad_norm": float(gnorm),
                                                "wall_s": round(wall_before + elapsed, 1),
                                                "samples_per_s": round(samples / elapsed, 2),
                                                **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
@@ -179,3 +250,26 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], tuple
         dist.destroy_process_group()
     return {"steps": step, "epochs": epoch, "wall_s": round(wall_before + time.time() - start, 1),
             "last": {k: round(v, 5) for k, v in logs.items()}}
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line overrides every recipe's `hark train` accepts."""
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override loop.device")
+    parser.add_argument("--steps", type=int, help="override loop.steps")
+    parser.add_argument("--max-minutes", type=float, help="override loop.max_minutes (stop with a checkpoint)")
+    parser.add_argument("--batch-size", type=int, help="override loop.batch_size")
+    parser.add_argument("--num-workers", type=int, help="override loop.num_workers (data loading processes)")
+    parser.add_argument("--run-dir", help="override run_dir (checkpoints and metrics.jsonl)")
+    parser.add_argument("--data", nargs="+", help="override the training set directories")
+
+
+def apply_loop_arguments(recipe: Any, args: argparse.Namespace) -> None:
+    """Apply `add_loop_arguments` overrides to a recipe with `loop`, `run_dir` and `data` fields."""
+    for key in ("device", "steps", "max_minutes", "batch_size", "num_workers"):
+        if getattr(args, key, None) is not None:
+            setattr(recipe.loop, key, getattr(args, key))
+    if args.run_dir:
+        recipe.run_dir = args.run_dir
+    if args.data:
+        recipe.data = args.data

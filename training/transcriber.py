@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from models.transcriber import Transcriber, TranscriberConfig
 from training.data.augment import AugmentConfig
 from training.data.music_windows import MusicWindows
-from training.loop import LoopConfig, fit
+from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, fit
 
 
 class LossConfig(BaseModel):
@@ -66,24 +66,12 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("training/configs/transcriber.yaml"),
                         help="recipe YAML (data dirs, model size, augmentation, loop settings)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override loop.device")
-    parser.add_argument("--steps", type=int, help="override loop.steps")
-    parser.add_argument("--max-minutes", type=float, help="override loop.max_minutes (stop with a checkpoint)")
-    parser.add_argument("--batch-size", type=int, help="override loop.batch_size")
-    parser.add_argument("--run-dir", help="override run_dir (checkpoints and metrics.jsonl)")
-    parser.add_argument("--data", nargs="+", help="override the training set directories")
+    add_loop_arguments(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
     recipe = TranscriberRecipe.from_yaml(args.config)
-    for key in ("device", "steps", "max_minutes", "batch_size"):
-        if getattr(args, key) is not None:
-            setattr(recipe.loop, key, getattr(args, key))
-    if args.run_dir:
-        recipe.run_dir = args.run_dir
-    if args.data:
-        recipe.data = args.data
+    apply_loop_arguments(recipe, args)
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s; checkpoint {recipe.run_dir}/last.pt")
     return 0

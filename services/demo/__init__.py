@@ -9,13 +9,14 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from services.demo import transcriber
+from services.demo import codec, transcriber
 
 # Builder signature: (loaded model, zero-arg getter, or None for "load the shipped one") -> None.
 TabBuilder = Callable[[Any], None]
 
 FAMILIES: dict[str, tuple[str, TabBuilder]] = {
     "transcriber": (transcriber.TITLE, transcriber.build_tab),
+    "codec": (codec.TITLE, codec.build_tab),
 }
 
 # Gradio 6 takes theme and css in launch(); a Blocks mounted by BentoML is never launched, and its

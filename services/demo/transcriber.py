@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -12,8 +10,9 @@ from typing import Any, Callable, Protocol, Sequence
 import gradio as gr
 import numpy as np
 
-from services import audio, midi
+from services import midi
 from services.demo import live, plots, synth
+from services.demo.common import load_audio, scratch_dir, to_int16
 from services.notes import NoteLike
 
 log = logging.getLogger(__name__)
@@ -31,9 +30,6 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "min_note_ms": 58.0,
     "include_pitch_bends": True,
 }
-# Outputs older than this are removed when a new request comes in, so the scratch dir stays small
-# without a background thread.
-SCRATCH_MAX_AGE_S = 3600.0
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 TABLE_HEADERS = ["start (s)", "end (s)", "pitch", "note", "velocity", "max bend (st)"]
 
@@ -120,15 +116,6 @@ def example_files(directory: Path | None = None) -> list[str]:
     return sorted(str(p) for p in directory.glob("*.wav")) if directory.is_dir() else []
 
 
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
-    """Decode, validate and resample exactly as the HTTP API does; bad input becomes a gr.Error."""
-    try:
-        return audio.load(path, sample_rate)
-    except audio.AudioError as exc:
-        # A user's bad file is not a server fault: no traceback in the log.
-        raise gr.Error(exc.message, title="Audio not accepted", print_exception=False) from exc
-
-
 def note_name(pitch: int) -> str:
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
@@ -143,29 +130,6 @@ def note_rows(notes: Sequence[NoteLike]) -> list[list[Any]]:
              int(round(float(n.velocity))), round(bend, 2)]
         )
     return rows
-
-
-def _scratch_dir() -> Path:
-    """A fresh directory for one request's files, after pruning old ones.
-
-    It lies under the system temp dir because Gradio only serves returned files from there, the
-    working directory or its own cache.
-    """
-    root = Path(tempfile.gettempdir()) / "hark-demo"
-    root.mkdir(exist_ok=True)
-    cutoff = time.time() - SCRATCH_MAX_AGE_S
-    for old in root.iterdir():
-        try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass  # another worker removed it first
-    return Path(tempfile.mkdtemp(dir=root))
-
-
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    # Handing Gradio int16 avoids its float conversion warning and its peak normalisation.
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
 def transcribe(
@@ -199,7 +163,7 @@ def transcribe(
 
     duration = len(samples) / sr
     picture = plots.piano_roll_image(samples, sr, notes, frame_rate=frame_rate)
-    midi_path = _scratch_dir() / "transcription.mid"
+    midi_path = scratch_dir() / "transcription.mid"
     midi_path.write_bytes(midi.notes_to_midi(notes, frame_rate=frame_rate))
     rendering = to_int16(synth.render(notes, sr, duration_s=duration, frame_rate=frame_rate))
     summary = (
@@ -232,7 +196,7 @@ def live_step(source: ModelSource | None, chunk: tuple[int, np.ndarray] | None, 
                f"{len(session.sounding)} sounding (the roll shows from {t0:.1f} s).")
     midi_path = gr.skip()
     if last:
-        midi_path = _scratch_dir() / "live.mid"
+        midi_path = scratch_dir() / "live.mid"
         midi_path.write_bytes(midi.notes_to_midi(session.notes, frame_rate=model.frame_rate))
         midi_path = str(midi_path)
     return picture, rows, summary, midi_path, (None if last else session)

@@ -1,0 +1,187 @@
+"""WebSocket streaming for the codec: `ws://HOST:3000/stream/codec`.
+
+Protocol (see docs/CONTRACT.md):
+
+- query parameters: `mode` = `encode` (audio in, codes out), `decode` (codes in, audio out) or
+  `reconstruct` (audio in, coded audio out; default); `bitrate_kbps` (encode, reconstruct;
+  default the highest); `sample_rate` and `format` (`f32` or `s16`) of the audio the client
+  sends (encode, reconstruct; default 16 kHz f32);
+- the server first sends `{"type": "ready", ...}` with the model, bitrates and latency;
+- audio goes in binary messages of mono PCM; codes go in text messages
+  `{"type": "codes", "codes": [[[c, ...], ...], ...]}` ([frames, groups, stages]);
+- the server answers each message with what it completes: `{"type": "codes", ...}` messages
+  (encode) or binary float32 little-endian audio at the model's rate (decode, reconstruct);
+- the client sends `{"type": "end"}` when done; the server sends what remains and
+  `{"type": "done", "audio_s", "frames"}`. Concatenated, the streamed output equals the
+  offline output of /encode or /decode (the codes exactly, the audio within 1e-4);
+- bad parameters or messages give `{"type": "error", "reason", "error"}` and close code 1008.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from services import audio, config, metrics
+from services.codec_model import CodecModel, DecoderStream, EncoderStream
+from services.stream_io import StreamError, pcm_format, samples
+
+log = logging.getLogger("hark.codec.stream")
+
+NAME = "codec"
+MODES = ("encode", "decode", "reconstruct")
+MAX_FRAMES_PER_MESSAGE = 3000  # a minute of codes
+
+
+class CodecSession:
+    """One stream's state: the chosen mode and the encoder/decoder streams it needs."""
+
+    def __init__(self, model: CodecModel, query: dict[str, str]):
+        unknown = sorted(set(query) - {"mode", "bitrate_kbps", "sample_rate", "format"})
+        if unknown:
+            raise StreamError("params", f"Unknown query parameters {unknown}; accepted: mode, bitrate_kbps, "
+                                        "sample_rate, format")
+        self.mode = query.get("mode", "reconstruct")
+        if self.mode not in MODES:
+            raise StreamError("params", f"mode must be one of {list(MODES)}, not {self.mode!r}")
+        try:
+            self.kbps = float(query.get("bitrate_kbps", model.bitrates_kbps[-1]))
+            stages = model.stages_for(self.kbps)
+        except ValueError as exc:
+            raise StreamError("params", f"bitrate_kbps: {exc}") from None
+        self.rate, self.dtype = pcm_format(query, model.sample_rate)
+        self.model = model
+        self.resample = audio.ChunkResampler(self.rate, model.sample_rate)
+        self.encoder = EncoderStream(model, self.kbps) if self.mode != "decode" else None
+        self.decoder = DecoderStream(model) if self.mode != "encode" else None
+        self.stages, self.frames, self.emitted = stages, 0, 0
+
+    @property
+    def audio_s(self) -> float:
+        if self.encoder is not None:
+            return self.encoder.samples / self.model.sample_rate
+        return self.frames * self.model.frame_hop / self.model.sample_rate
+
+    def ready(self) -> dict[str, Any]:
+        m = self.model
+        return {"type": "ready", "model": m.name, "version": m.version, "mode": self.mode,
+                "bitrate_kbps": self.kbps, "bitrates_kbps": m.bitrates_kbps, "sample_rate": self.rate,
+                "model_sample_rate": m.sample_rate, "frame_rate": m.frame_rate, "groups": m.groups,
+                "stages": self.stages, "codebook_size": m.codebook_size, "latency_ms": m.latency_ms,
+                "max_seconds": config.max_audio_seconds()}
+
+    def audio_in(self, data: bytes) -> list[Any]:
+        if self.encoder is None:
+            raise StreamError("bad_message", "mode=decode takes codes in text messages, not audio")
+        x = self.resample(samples(data, self.dtype))
+        if self.audio_s + x.size / self.model.sample_rate > config.max_audio_seconds():
+            raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s (HARK_MAX_AUDIO_SECONDS)")
+        return self._codes_out(self.encoder.push(x))
+
+    def codes_in(self, message: dict[str, Any]) -> list[Any]:
+        if self.decoder is None or self.encoder is not None:
+            raise StreamError("bad_message", f"mode={self.mode} takes audio in binary messages, not codes")
+        try:
+            codes = np.asarray(message.get("codes"), dtype=np.int64)
+            if codes.ndim != 3 or codes.shape[0] > MAX_FRAMES_PER_MESSAGE:
+                raise ValueError(f"codes must be [frames <= {MAX_FRAMES_PER_MESSAGE}, groups, stages]")
+            full = self.model.full_codes(codes)
+        except (TypeError, ValueError) as exc:
+            raise StreamError("bad_codes", f"Bad codes: {exc}") from None
+        self.frames += full.shape[0]
+        if self.audio_s > config.max_audio_seconds():
+            raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s (HARK_MAX_AUDIO_SECONDS)")
+        return [self._audio_out(self.decoder.push(codes))]
+
+    def _audio_out(self, y: np.ndarray) -> np.ndarray:
+        self.emitted += y.size
+        return y
+
+    def _codes_out(self, codes: np.ndarray) -> list[Any]:
+        self.frames += codes.shape[0]
+        if self.decoder is not None:
+            return [self._audio_out(self.decoder.push(codes))]
+        return [{"type": "codes", "codes": codes.tolist()}] if codes.shape[0] else []
+
+    def end(self) -> list[Any]:
+        out: list[Any] = []
+        if self.encoder is not None:
+            out += self._codes_out(self.encoder.push(self.resample(np.zeros(0, np.float32), last=True)))
+            out += self._codes_out(self.encoder.finish())
+        if self.decoder is not None:
+            out.append(self._audio_out(self.decoder.finish()))
+            if self.encoder is not None:  # cut the zero padding of the last frame, as /reconstruct does
+                excess = self.emitted - self.encoder.samples
+                for i in range(len(out) - 1, -1, -1):
+                    if excess <= 0:
+                        break
+                    if isinstance(out[i], np.ndarray):
+                        cut = min(excess, out[i].size)
+                        out[i], excess = out[i][:out[i].size - cut], excess - cut
+        return out
+
+
+async def _send(websocket: WebSocket, items: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, np.ndarray):
+            if item.size:
+                await websocket.send_bytes(item.astype("<f4").tobytes())
+        else:
+            await websocket.send_json(item)
+
+
+async def codec_stream(websocket: WebSocket) -> None:
+    from services.codec_api import loaded_model
+
+    await websocket.accept()
+    model = loaded_model()
+    processed_s = 0.0
+    try:
+        if model is None:
+            raise StreamError("not_ready", "The codec model is still loading; retry in a moment")
+        session = CodecSession(model, dict(websocket.query_params))
+        await websocket.send_json(session.ready())
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            t0 = time.perf_counter()
+            if message.get("bytes") is not None:
+                out = await asyncio.to_thread(session.audio_in, message["bytes"])
+            else:
+                try:
+                    text = json.loads(message.get("text") or "")
+                except json.JSONDecodeError:
+                    text = None
+                kind = text.get("type") if isinstance(text, dict) else None
+                if kind == "codes":
+                    out = await asyncio.to_thread(session.codes_in, text)
+                elif kind == "end":
+                    out = await asyncio.to_thread(session.end)
+                    await _send(websocket, out)
+                    processed_s += time.perf_counter() - t0
+                    metrics.observe_inference(model.name, session.audio_s, processed_s)
+                    await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
+                                               "frames": session.frames})
+                    await websocket.close()
+                    return
+                else:
+                    raise StreamError("bad_message", 'Text messages are {"type": "codes", "codes": [...]} '
+                                                     'or {"type": "end"}')
+            processed_s += time.perf_counter() - t0
+            await _send(websocket, out)
+    except StreamError as exc:
+        metrics.count_rejection(NAME, exc.reason)
+        await websocket.send_json({"type": "error", "reason": exc.reason, "error": exc.message})
+        await websocket.close(code=1008)
+    except WebSocketDisconnect:
+        return
+    except Exception:  # a server fault: say so on the socket rather than dropping it silently
+        log.exception("codec stream failed")
+        await websocket.send_json({"type": "error", "reason": "internal", "error": "coding failed on the server"})
+        await websocket.close(code=1011)

@@ -1,0 +1,109 @@
+"""The codec tab: speech in; the coded speech, both spectrograms and the token file out."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+
+from services import codec_tokens
+from services.demo.common import load_audio, scratch_dir, to_int16
+from services.demo.spectrograms import side_by_side_image
+
+log = logging.getLogger(__name__)
+
+TITLE = "Codec"
+FAMILY = "codec"
+BITRATES = ["1 kbps", "2 kbps"]
+
+# The service passes its loaded model's getter (the model loads after the page is built).
+ModelSource = Any | Callable[[], Any]
+
+
+class _ShippedModel:
+    """Loads the shipped codec on first use, for a demo built without a service."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self.model is None:
+                from services.codec_model import CodecModel
+                from services.model_store import resolve
+
+                self.model = CodecModel(resolve(FAMILY))
+            return self.model
+
+
+def resolve_model(source: ModelSource | None) -> Any:
+    model = source
+    if model is not None and not hasattr(model, "reconstruct") and callable(model):
+        try:
+            model = model()
+        except Exception as exc:
+            log.exception("demo could not load the codec model")
+            raise gr.Error(f"The codec model could not be loaded: {exc}") from exc
+    if model is None:
+        raise gr.Error("The codec model is not loaded yet; try again in a moment.")
+    return model
+
+
+def code(source: ModelSource | None, audio_path: str | None, bitrate: str
+         ) -> tuple[tuple[int, np.ndarray], tuple[int, np.ndarray], np.ndarray, str, str]:
+    """The button: original and coded players, spectrograms, the token file and a summary."""
+    if not audio_path:
+        raise gr.Error("Upload or record some speech first.", print_exception=False)
+    model = resolve_model(source)
+    sr = model.sample_rate
+    samples = load_audio(audio_path, sr)
+    kbps = float(bitrate.split()[0])
+    t0 = time.perf_counter()
+    try:
+        tokens = model.tokens(samples, kbps)
+        coded = model.decode(tokens.codes, samples=tokens.samples)
+    except Exception as exc:  # the page should report it, not hang or show a traceback
+        log.exception("demo coding failed")
+        raise gr.Error(f"Coding failed: {exc}") from exc
+    elapsed = time.perf_counter() - t0
+    data = codec_tokens.dumps(tokens)
+    path = scratch_dir() / "speech.hark"
+    path.write_bytes(data)
+    duration = samples.size / sr
+    picture = side_by_side_image([samples, coded], ["original", f"hark codec, {kbps:g} kbps"], sr)
+    summary = (
+        f"**{len(data):,} bytes** of tokens for {duration:.2f} s of speech: "
+        f"{8 * len(data) / max(duration, 1e-9) / 1000:.2f} kbps with the header "
+        f"({tokens.bitrate / 1000:g} kbps of codes, {tokens.frames} frames x {tokens.codes.shape[1]} groups x "
+        f"{tokens.codes.shape[2]} stages). 16-bit PCM would be {2 * samples.size:,} bytes. "
+        f"Model time {elapsed:.2f} s ({elapsed / max(duration, 1e-9):.3f} x real time)."
+    )
+    return (sr, to_int16(samples)), (sr, to_int16(coded)), picture, str(path), summary
+
+
+def build_tab(source: ModelSource | None = None) -> None:
+    """Lay out the tab inside the caller's open gr.Tab and wire the button."""
+    source = source if source is not None else _ShippedModel()
+    gr.Markdown(
+        "A neural speech codec: 16 kHz speech into four 1024-entry codebooks at 50 frames/s "
+        "(2 kbps), or the first stage of each group alone (1 kbps), and back. Upload or record "
+        "speech, choose the bitrate, press **Encode and decode**."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech in")
+            bitrate = gr.Radio(BITRATES, value=BITRATES[-1], label="Bitrate")
+            button = gr.Button("Encode and decode", variant="primary")
+        with gr.Column(scale=2):
+            summary = gr.Markdown()
+            with gr.Row():
+                original = gr.Audio(label="Original (16 kHz)", type="numpy", interactive=False)
+                coded = gr.Audio(label="Decoded from the tokens", type="numpy", interactive=False)
+            picture = gr.Image(label="Spectrograms", type="numpy", interactive=False, format="png")
+            token_file = gr.File(label="Token file (.hark)", interactive=False)
+    button.click(lambda p, b: code(source, p, b), inputs=[audio_in, bitrate],
+                 outputs=[original, coded, picture, token_file, summary], api_name="codec")
