@@ -22,8 +22,8 @@ import numpy as np
 
 from services.notes import Note, decode_notes, note_to_dict
 
-LOOKAHEAD_FRAMES = 26  # ~0.30 s at 86 frames/s
-STEP_FRAMES = 6  # ~0.07 s between model runs
+LOOKAHEAD_FRAMES = 24  # ~0.28 s at 86 frames/s
+STEP_FRAMES = 4  # ~0.05 s between model runs
 CONTEXT_FRAMES = 44  # > half the longest front-end window (16384 samples = 64 frames)
 HISTORY_FRAMES = 172  # settled frames kept for decoding besides those of open notes
 _SAME_NOTE_FRAMES = 3

@@ -11,7 +11,7 @@ from services.transcriber_model import TranscriberModel
 from synth_data import random_notes, render_notes
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
-CHUNK_S = 0.05
+CHUNK_S = 0.1  # what a browser or a phone typically sends
 
 
 @pytest.fixture(scope="module")
