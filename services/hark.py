@@ -10,17 +10,19 @@ from __future__ import annotations
 import bentoml
 
 from services import config
+from services.classifier_api import FAMILY as CLASSIFIER
+from services.classifier_api import ClassifierAPI
 from services.codec_api import FAMILY as CODEC
 from services.codec_api import CodecAPI
 from services.serving import finish
 from services.transcriber_api import FAMILY as TRANSCRIBER
 from services.transcriber_api import TranscriberAPI
 
-FAMILIES = [TRANSCRIBER, CODEC]
+FAMILIES = [TRANSCRIBER, CODEC, CLASSIFIER]
 
 
 @bentoml.service(**config.service_config())
-class Hark(TranscriberAPI, CodecAPI):
+class Hark(TranscriberAPI, CodecAPI, ClassifierAPI):
     """hark: small audio models served with BentoML (one endpoint group per model family)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,6 +165,8 @@ def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """artifacts/transcriber of a temporary artifacts dir that also holds a stand-in codec."""
     root = tmp_path_factory.mktemp("artifacts")
     build_stand_in_codec(root / "codec")
+    # The classifier's heads are small and its encoders come from wheels: the shipped one serves.
+    shutil.copytree(REPO / "artifacts" / "classifier", root / "classifier")
     return build_stand_in_model(root / "transcriber")
 
 
@@ -206,6 +209,7 @@ def start_server(target: str, tmp: Path, model_dir: Path, **env_overrides: str) 
     }
     env.pop("HARK_TRANSCRIBER_MODEL", None)
     env.pop("HARK_CODEC_MODEL", None)
+    env.pop("HARK_CLASSIFIER_MODEL", None)
     # Registration is part of what `make serve` does; the server then loads from the store.
     for family_dir in sorted(p for p in model_dir.parent.iterdir() if (p / "card.json").is_file()):
         subprocess.run([sys.executable, "-m", "services.model_store", "register", str(family_dir)],

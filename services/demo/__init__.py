@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from services.demo import codec, transcriber
+from services.demo import classifier, codec, transcriber
 
 # Builder signature: (loaded model, zero-arg getter, or None for "load the shipped one") -> None.
 TabBuilder = Callable[[Any], None]
@@ -17,6 +17,7 @@ TabBuilder = Callable[[Any], None]
 FAMILIES: dict[str, tuple[str, TabBuilder]] = {
     "transcriber": (transcriber.TITLE, transcriber.build_tab),
     "codec": (codec.TITLE, codec.build_tab),
+    "classifier": (classifier.TITLE, classifier.build_tab),
 }
 
 # Gradio 6 takes theme and css in launch(); a Blocks mounted by BentoML is never launched, and its

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 
 from services import codec_tokens
-from services.demo.common import load_audio, scratch_dir, to_int16
+from services.demo.common import ShippedModel, load_audio, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
 
 log = logging.getLogger(__name__)
@@ -23,34 +23,10 @@ BITRATES = ["1 kbps", "2 kbps"]
 ModelSource = Any | Callable[[], Any]
 
 
-class _ShippedModel:
-    """Loads the shipped codec on first use, for a demo built without a service."""
+def _load(model_dir: Path) -> Any:
+    from services.codec_model import CodecModel
 
-    def __init__(self) -> None:
-        self.model: Any = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Any:
-        with self._lock:
-            if self.model is None:
-                from services.codec_model import CodecModel
-                from services.model_store import resolve
-
-                self.model = CodecModel(resolve(FAMILY))
-            return self.model
-
-
-def resolve_model(source: ModelSource | None) -> Any:
-    model = source
-    if model is not None and not hasattr(model, "reconstruct") and callable(model):
-        try:
-            model = model()
-        except Exception as exc:
-            log.exception("demo could not load the codec model")
-            raise gr.Error(f"The codec model could not be loaded: {exc}") from exc
-    if model is None:
-        raise gr.Error("The codec model is not loaded yet; try again in a moment.")
-    return model
+    return CodecModel(model_dir)
 
 
 def code(source: ModelSource | None, audio_path: str | None, bitrate: str
@@ -58,7 +34,7 @@ def code(source: ModelSource | None, audio_path: str | None, bitrate: str
     """The button: original and coded players, spectrograms, the token file and a summary."""
     if not audio_path:
         raise gr.Error("Upload or record some speech first.", print_exception=False)
-    model = resolve_model(source)
+    model = resolve_model(source, FAMILY, "reconstruct")
     sr = model.sample_rate
     samples = load_audio(audio_path, sr)
     kbps = float(bitrate.split()[0])
@@ -87,7 +63,7 @@ def code(source: ModelSource | None, audio_path: str | None, bitrate: str
 
 def build_tab(source: ModelSource | None = None) -> None:
     """Lay out the tab inside the caller's open gr.Tab and wire the button."""
-    source = source if source is not None else _ShippedModel()
+    source = source if source is not None else ShippedModel(FAMILY, _load)
     gr.Markdown(
         "A neural speech codec: 16 kHz speech into four 1024-entry codebooks at 50 frames/s "
         "(2 kbps), or the first stage of each group alone (1 kbps), and back. Upload or record "

@@ -1,15 +1,20 @@
 """What every demo tab shares: decoding uploads like the API does, scratch files, int16 players."""
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 
 from services import audio
+
+log = logging.getLogger(__name__)
 
 # Outputs older than this are removed when a new request comes in, so the scratch dir stays small
 # without a background thread.
@@ -46,3 +51,36 @@ def scratch_dir() -> Path:
 def to_int16(audio: np.ndarray) -> np.ndarray:
     # Handing Gradio int16 avoids its float conversion warning and its peak normalisation.
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+class ShippedModel:
+    """A getter that loads a family's shipped model on first use, once per process, for a demo
+    built without a service (the service passes its own loaded model instead)."""
+
+    def __init__(self, family: str, load: Callable[[Path], Any]):
+        self.family, self.load = family, load
+        self.model: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self.model is None:
+                from services.model_store import resolve
+
+                self.model = self.load(resolve(self.family))
+            return self.model
+
+
+def resolve_model(source: Any, family: str, method: str) -> Any:
+    """The model behind `source` (a model with `method`, or a getter); a gr.Error when it is
+    not available (yet)."""
+    model = source
+    if model is not None and not hasattr(model, method) and callable(model):
+        try:
+            model = model()
+        except Exception as exc:  # e.g. no shipped model: say so on the page
+            log.exception("demo could not load the %s model", family)
+            raise gr.Error(f"The {family} model could not be loaded: {exc}") from exc
+    if model is None:
+        raise gr.Error(f"The {family} model is not loaded yet; try again in a moment.")
+    return model
