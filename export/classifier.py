@@ -89,7 +89,9 @@ def export(run_dir: Path, out: Path, register: bool = True) -> dict[str, Any]:
         "data": {"manifest": saved["manifest"], "recordings": saved["recordings"],
                  "participants": saved["participants"], "with_transcript": saved["with_transcript"]},
         "recipe": saved["recipe"],
-        "parity": {"heads_max_abs": parity, "limit": PARITY_LIMIT, "passed": True},
+        "parity": {"heads_max_abs": parity, "limit": PARITY_LIMIT, "passed": True,
+                   "encoders": json.loads((encoders / "export.json").read_text())
+                   if (encoders / "export.json").exists() else "not recorded"},
         "intended_use": INTENDED_USE,
         "git_commit": git_commit(),
     }
