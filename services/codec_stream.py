@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
 import numpy as np
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from services import audio, config, metrics
 from services.codec_model import CodecModel, DecoderStream, EncoderStream
-from services.stream_io import StreamError, pcm_format, samples
-
-log = logging.getLogger("hark.codec.stream")
+from services.stream_io import StreamError, guarded, pcm_format, samples
 
 NAME = "codec"
 MODES = ("encode", "decode", "reconstruct")
@@ -136,52 +133,44 @@ async def _send(websocket: WebSocket, items: list[Any]) -> None:
 
 
 async def codec_stream(websocket: WebSocket) -> None:
+    await guarded(websocket, NAME, "coding failed on the server", _codec_session)
+
+
+async def _codec_session(websocket: WebSocket) -> None:
     from services.codec_api import loaded_model
 
-    await websocket.accept()
     model = loaded_model()
     processed_s = 0.0
-    try:
-        if model is None:
-            raise StreamError("not_ready", "The codec model is still loading; retry in a moment")
-        session = CodecSession(model, dict(websocket.query_params))
-        await websocket.send_json(session.ready())
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+    if model is None:
+        raise StreamError("not_ready", "The codec model is still loading; retry in a moment")
+    session = CodecSession(model, dict(websocket.query_params))
+    await websocket.send_json(session.ready())
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        t0 = time.perf_counter()
+        if message.get("bytes") is not None:
+            out = await asyncio.to_thread(session.audio_in, message["bytes"])
+        else:
+            try:
+                text = json.loads(message.get("text") or "")
+            except json.JSONDecodeError:
+                text = None
+            kind = text.get("type") if isinstance(text, dict) else None
+            if kind == "codes":
+                out = await asyncio.to_thread(session.codes_in, text)
+            elif kind == "end":
+                out = await asyncio.to_thread(session.end)
+                await _send(websocket, out)
+                processed_s += time.perf_counter() - t0
+                metrics.observe_inference(model.name, session.audio_s, processed_s)
+                await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
+                                           "frames": session.frames})
+                await websocket.close()
                 return
-            t0 = time.perf_counter()
-            if message.get("bytes") is not None:
-                out = await asyncio.to_thread(session.audio_in, message["bytes"])
             else:
-                try:
-                    text = json.loads(message.get("text") or "")
-                except json.JSONDecodeError:
-                    text = None
-                kind = text.get("type") if isinstance(text, dict) else None
-                if kind == "codes":
-                    out = await asyncio.to_thread(session.codes_in, text)
-                elif kind == "end":
-                    out = await asyncio.to_thread(session.end)
-                    await _send(websocket, out)
-                    processed_s += time.perf_counter() - t0
-                    metrics.observe_inference(model.name, session.audio_s, processed_s)
-                    await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
-                                               "frames": session.frames})
-                    await websocket.close()
-                    return
-                else:
-                    raise StreamError("bad_message", 'Text messages are {"type": "codes", "codes": [...]} '
-                                                     'or {"type": "end"}')
-            processed_s += time.perf_counter() - t0
-            await _send(websocket, out)
-    except StreamError as exc:
-        metrics.count_rejection(NAME, exc.reason)
-        await websocket.send_json({"type": "error", "reason": exc.reason, "error": exc.message})
-        await websocket.close(code=1008)
-    except WebSocketDisconnect:
-        return
-    except Exception:  # a server fault: say so on the socket rather than dropping it silently
-        log.exception("codec stream failed")
-        await websocket.send_json({"type": "error", "reason": "internal", "error": "coding failed on the server"})
-        await websocket.close(code=1011)
+                raise StreamError("bad_message", 'Text messages are {"type": "codes", "codes": [...]} '
+                                                 'or {"type": "end"}')
+        processed_s += time.perf_counter() - t0
+        await _send(websocket, out)

@@ -1,11 +1,17 @@
 """What every family's WebSocket stream shares: refusals, the PCM message format, rate parsing.
 
-A refusal is a `StreamError` (reason, message); the handler sends it as
+A refusal is a `StreamError` (reason, message); `guarded` sends it as
 `{"type": "error", "reason": ..., "error": ...}` and closes with 1008.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import numpy as np
+
+log = logging.getLogger("hark.stream")
 
 MAX_MESSAGE_BYTES = 1 << 20
 FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
@@ -42,3 +48,25 @@ def samples(data: bytes, dtype: np.dtype) -> np.ndarray:
     if not np.isfinite(x).all():
         raise StreamError("bad_audio", "The audio holds NaN or infinite samples")
     return x
+
+
+async def guarded(websocket: Any, family: str, fault: str, session: Callable[[Any], Awaitable[None]]) -> None:
+    """Accept the socket and run one stream `session`; a refusal is sent and closes with 1008,
+    a server fault is logged, said on the socket and closes with 1011."""
+    from starlette.websockets import WebSocketDisconnect
+
+    from services import metrics
+
+    await websocket.accept()
+    try:
+        await session(websocket)
+    except StreamError as exc:
+        metrics.count_rejection(family, exc.reason)
+        await websocket.send_json({"type": "error", "reason": exc.reason, "error": exc.message})
+        await websocket.close(code=1008)
+    except WebSocketDisconnect:
+        return
+    except Exception:  # a server fault: say so on the socket rather than dropping it silently
+        log.exception("%s stream failed", family)
+        await websocket.send_json({"type": "error", "reason": "internal", "error": fault})
+        await websocket.close(code=1011)

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
 import numpy as np
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from services import audio, config, metrics
-from services.stream_io import StreamError, pcm_format, samples
+from services.stream_io import StreamError, guarded, pcm_format, samples
 from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
-
-log = logging.getLogger("hark.transcriber.stream")
 
 NAME = "transcriber"
 _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")
@@ -50,59 +47,51 @@ def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingT
 
 
 async def transcribe_stream(websocket: WebSocket) -> None:
+    await guarded(websocket, NAME, "transcription failed on the server", _transcribe_session)
+
+
+async def _transcribe_session(websocket: WebSocket) -> None:
     from services.transcriber_api import loaded_model
 
-    await websocket.accept()
     model = loaded_model()
     started, processed_s = time.perf_counter(), 0.0
-    try:
-        if model is None:
-            raise StreamError("not_ready", "The transcriber model is still loading; retry in a moment")
-        rate, dtype, stream = _setup(dict(websocket.query_params), model)
-        resample = audio.ChunkResampler(rate, model.sample_rate)
-        max_s = config.max_audio_seconds()
-        await websocket.send_json({
-            "type": "ready", "model": model.name, "version": model.version, "sample_rate": rate,
-            "model_sample_rate": model.sample_rate, "frame_rate": model.frame_rate,
-            "latency_s": round((LOOKAHEAD_FRAMES + STEP_FRAMES + stream.settle) / model.frame_rate, 3),
-            "max_seconds": max_s,
-        })
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                x = resample(samples(message["bytes"], dtype))
-                if stream.seconds_received + x.size / model.sample_rate > max_s:
-                    raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
-                t0 = time.perf_counter()
-                events = await asyncio.to_thread(stream.push, x)
-                processed_s += time.perf_counter() - t0
-            else:
-                try:
-                    text = json.loads(message.get("text") or "")
-                except json.JSONDecodeError:
-                    text = None
-                if not isinstance(text, dict) or text.get("type") != "end":
-                    raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
-                tail = resample(np.zeros(0, np.float32), last=True)
-                events = await asyncio.to_thread(lambda: stream.push(tail) + stream.finish())
-                for e in events:
-                    await websocket.send_json(e)
-                metrics.observe_inference(model.name, stream.seconds_received, processed_s)
-                await websocket.send_json({"type": "done", "audio_s": round(stream.seconds_received, 3),
-                                           "wall_s": round(time.perf_counter() - started, 3)})
-                await websocket.close()
-                return
+    if model is None:
+        raise StreamError("not_ready", "The transcriber model is still loading; retry in a moment")
+    rate, dtype, stream = _setup(dict(websocket.query_params), model)
+    resample = audio.ChunkResampler(rate, model.sample_rate)
+    max_s = config.max_audio_seconds()
+    await websocket.send_json({
+        "type": "ready", "model": model.name, "version": model.version, "sample_rate": rate,
+        "model_sample_rate": model.sample_rate, "frame_rate": model.frame_rate,
+        "latency_s": round((LOOKAHEAD_FRAMES + STEP_FRAMES + stream.settle) / model.frame_rate, 3),
+        "max_seconds": max_s,
+    })
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            x = resample(samples(message["bytes"], dtype))
+            if stream.seconds_received + x.size / model.sample_rate > max_s:
+                raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
+            t0 = time.perf_counter()
+            events = await asyncio.to_thread(stream.push, x)
+            processed_s += time.perf_counter() - t0
+        else:
+            try:
+                text = json.loads(message.get("text") or "")
+            except json.JSONDecodeError:
+                text = None
+            if not isinstance(text, dict) or text.get("type") != "end":
+                raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
+            tail = resample(np.zeros(0, np.float32), last=True)
+            events = await asyncio.to_thread(lambda: stream.push(tail) + stream.finish())
             for e in events:
                 await websocket.send_json(e)
-    except StreamError as exc:
-        metrics.count_rejection(NAME, exc.reason)
-        await websocket.send_json({"type": "error", "reason": exc.reason, "error": exc.message})
-        await websocket.close(code=1008)
-    except WebSocketDisconnect:
-        return
-    except Exception:  # a server fault: say so on the socket rather than dropping it silently
-        log.exception("stream failed")
-        await websocket.send_json({"type": "error", "reason": "internal", "error": "transcription failed on the server"})
-        await websocket.close(code=1011)
+            metrics.observe_inference(model.name, stream.seconds_received, processed_s)
+            await websocket.send_json({"type": "done", "audio_s": round(stream.seconds_received, 3),
+                                       "wall_s": round(time.perf_counter() - started, 3)})
+            await websocket.close()
+            return
+        for e in events:
+            await websocket.send_json(e)
