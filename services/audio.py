@@ -1,5 +1,8 @@
 """Decode and validate uploaded audio, then downmix and resample it for a model.
 
+Binaural models (the extractor) decode with `Limits(binaural=True)`: exactly two channels are
+required and kept as (2, samples), left ear first.
+
 Everything a user can send ends here, so every refusal is an `AudioError` whose message says what
 was wrong and what is accepted; nothing else escapes for bad bytes. The service, the demo and the
 benchmarks all decode through `decode`/`load`, so evaluation sees exactly what users get.
@@ -50,15 +53,19 @@ class Limits:
     min_rate: int = MIN_SAMPLE_RATE
     max_rate: int = MAX_SAMPLE_RATE
     max_channels: int = MAX_CHANNELS
+    binaural: bool = False  # exactly 2 channels (left, right), kept apart instead of averaged
 
     @classmethod
-    def from_env(cls) -> Limits:
-        return cls(max_seconds=config.max_audio_seconds(), max_bytes=config.max_upload_bytes())
+    def from_env(cls, binaural: bool = False) -> Limits:
+        return cls(max_seconds=config.max_audio_seconds(), max_bytes=config.max_upload_bytes(), binaural=binaural)
+
+    def channels_text(self) -> str:
+        return "2 channels (binaural: left ear, right ear)" if self.binaural else f"1 to {self.max_channels} channels"
 
     def accepted(self) -> str:
         """One sentence a client can act on; appended to every refusal."""
         return (
-            f"Accepted: {FORMATS_TEXT}; 1 to {self.max_channels} channels; "
+            f"Accepted: {FORMATS_TEXT}; {self.channels_text()}; "
             f"{self.min_rate}-{self.max_rate} Hz; finite samples; "
             f"at most {self.max_seconds:g} s and {self.max_bytes / 1e6:g} MB."
         )
@@ -66,7 +73,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    samples: np.ndarray  # mono float32 at `sample_rate`
+    samples: np.ndarray  # float32 at `sample_rate`: mono (samples,), or (2, samples) when binaural
     sample_rate: int
     source_rate: int
     source_channels: int
@@ -162,6 +169,13 @@ def parse_wav_header(data: bytes) -> WavHeader | None:
 
 
 def _check_shape(channels: int, rate: int, limits: Limits) -> None:
+    if limits.binaural and channels != 2:
+        raise AudioError(
+            "channels",
+            f"The audio has {channels} channel{'s' if channels != 1 else ''}; this model needs binaural "
+            f"audio: 2 channels, the left and the right ear (e.g. a stereo recording from in-ear or "
+            f"head-worn microphones). {limits.accepted()}",
+        )
     if not 1 <= channels <= limits.max_channels:
         raise AudioError(
             "channels",
@@ -226,7 +240,8 @@ def decode(
     content_type: str | None = None,
     limits: Limits | None = None,
 ) -> DecodedAudio:
-    """Validate and decode `source` to mono float32 at `target_rate`, or raise AudioError."""
+    """Validate and decode `source` to mono float32 at `target_rate` ((2, samples) with
+    `limits.binaural`), or raise AudioError."""
     limits = limits or Limits.from_env()
     check_content_type(content_type, limits)
     data = _read_bytes(source, limits)
@@ -262,7 +277,7 @@ def decode(
                 f"The audio is {duration:.1f} s long, over the {limits.max_seconds:g} s limit. "
                 f"Split it into shorter files. {limits.accepted()}",
             )
-        samples = _read_mono_resampled(handle, target_rate, fmt, limits)
+        samples = _read_resampled(handle, target_rate, fmt, limits)
     if samples.size == 0:
         raise AudioError("empty", f"The audio holds no samples. {limits.accepted()}")
     return DecodedAudio(
@@ -271,7 +286,7 @@ def decode(
         source_rate=handle.samplerate,
         source_channels=handle.channels,
         source_format=fmt,
-        duration_s=samples.size / target_rate,
+        duration_s=samples.shape[-1] / target_rate,
     )
 
 
@@ -286,9 +301,11 @@ class ChunkResampler:
         return x if self.stream is None else self.stream.resample_chunk(x, last=last)
 
 
-def _read_mono_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limits: Limits) -> np.ndarray:
+def _read_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limits: Limits) -> np.ndarray:
     rate = handle.samplerate
-    stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+    out_channels = 2 if limits.binaural else 1
+    stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, out_channels,
+                                                                   dtype="float32", quality="HQ")
     parts: list[np.ndarray] = []
     done = 0
     while True:
@@ -309,11 +326,15 @@ def _read_mono_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limit
                 f"Send finite samples, e.g. floats in [-1, 1] or integer PCM. {limits.accepted()}",
             )
         done += block.shape[0]
-        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-        parts.append(stream.resample_chunk(mono, last=last) if stream else mono.copy())
+        if limits.binaural:
+            kept = np.ascontiguousarray(block)  # (frames, 2): soxr takes channels last
+        else:
+            kept = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        parts.append(stream.resample_chunk(kept, last=last) if stream else kept.copy())
         if last:
             break
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    out = np.concatenate(parts).astype(np.float32, copy=False)
+    return np.ascontiguousarray(out.T) if limits.binaural else out
 
 
 def load(
@@ -323,5 +344,5 @@ def load(
     content_type: str | None = None,
     limits: Limits | None = None,
 ) -> np.ndarray:
-    """Just the samples of `decode`: mono float32 at `target_rate`."""
+    """Just the samples of `decode`: float32 at `target_rate` (mono unless `limits.binaural`)."""
     return decode(source, target_rate, content_type=content_type, limits=limits).samples

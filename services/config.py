@@ -21,6 +21,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HARK_ORT_THREADS": ("0", "intra-op threads per session; 0 = CPU cores divided by HARK_WORKERS"),
     "HARK_BATCH_SIZE": ("16", "windows per onnxruntime call"),
     "HARK_ARTIFACTS_DIR": ("artifacts", "shipped models, used when the BentoML store lacks one"),
+    "HARK_ENROLL_TTL_S": ("3600", "extractor: seconds an /enroll enrollment_id stays valid"),
+    "HARK_ENROLL_MAX": ("1000", "extractor: enrollments kept per worker process (the oldest go first)"),
 }
 
 
@@ -84,6 +86,14 @@ def ort_threads() -> int:
 
 def batch_size() -> int:
     return get_int("HARK_BATCH_SIZE", minimum=1)
+
+
+def enroll_ttl_s() -> float:
+    return get_float("HARK_ENROLL_TTL_S")
+
+
+def enroll_max() -> int:
+    return get_int("HARK_ENROLL_MAX", minimum=1)
 
 
 def service_config() -> dict[str, Any]:

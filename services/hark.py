@@ -14,16 +14,22 @@ from services.classifier_api import FAMILY as CLASSIFIER
 from services.classifier_api import ClassifierAPI
 from services.codec_api import FAMILY as CODEC
 from services.codec_api import CodecAPI
+from services.extractor_api import FAMILY as EXTRACTOR
+from services.extractor_api import ExtractorAPI
 from services.serving import finish
 from services.transcriber_api import FAMILY as TRANSCRIBER
 from services.transcriber_api import TranscriberAPI
 
-FAMILIES = [TRANSCRIBER, CODEC, CLASSIFIER]
+FAMILIES = [TRANSCRIBER, EXTRACTOR, CODEC, CLASSIFIER]
 
 
 @bentoml.service(**config.service_config())
-class Hark(TranscriberAPI, CodecAPI, ClassifierAPI):
+class Hark(TranscriberAPI, ExtractorAPI, CodecAPI, ClassifierAPI):
     """hark: small audio models served with BentoML (one endpoint group per model family)."""
+
+    # Until artifacts/extractor exists (`hark export extractor`), serve the other families and
+    # answer the extractor's routes with 503, instead of failing every worker at start-up.
+    extractor_optional = True
 
 
 finish(Hark, FAMILIES)

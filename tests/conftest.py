@@ -162,9 +162,12 @@ def build_stand_in_codec(directory: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """artifacts/transcriber of a temporary artifacts dir that also holds a stand-in codec."""
+    """artifacts/transcriber of a temporary artifacts dir that also holds a stand-in codec and extractor."""
+    from extractor_stand_in import build_stand_in_extractor
+
     root = tmp_path_factory.mktemp("artifacts")
     build_stand_in_codec(root / "codec")
+    build_stand_in_extractor(root / "extractor")
     # The classifier's heads are small and its encoders come from wheels: the shipped one serves.
     shutil.copytree(REPO / "artifacts" / "classifier", root / "classifier")
     return build_stand_in_model(root / "transcriber")
@@ -173,6 +176,11 @@ def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def stand_in_codec_dir(stand_in_model_dir: Path) -> Path:
     return stand_in_model_dir.parent / "codec"
+
+
+@pytest.fixture(scope="session")
+def stand_in_extractor_dir(stand_in_model_dir: Path) -> Path:
+    return stand_in_model_dir.parent / "extractor"
 
 
 # --- a real server ------------------------------------------------------------------------------
@@ -210,6 +218,7 @@ def start_server(target: str, tmp: Path, model_dir: Path, **env_overrides: str) 
     env.pop("HARK_TRANSCRIBER_MODEL", None)
     env.pop("HARK_CODEC_MODEL", None)
     env.pop("HARK_CLASSIFIER_MODEL", None)
+    env.pop("HARK_EXTRACTOR_MODEL", None)
     # Registration is part of what `make serve` does; the server then loads from the store.
     for family_dir in sorted(p for p in model_dir.parent.iterdir() if (p / "card.json").is_file()):
         subprocess.run([sys.executable, "-m", "services.model_store", "register", str(family_dir)],

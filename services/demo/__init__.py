@@ -9,13 +9,14 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from services.demo import classifier, codec, transcriber
+from services.demo import classifier, codec, extractor, transcriber
 
 # Builder signature: (loaded model, zero-arg getter, or None for "load the shipped one") -> None.
 TabBuilder = Callable[[Any], None]
 
 FAMILIES: dict[str, tuple[str, TabBuilder]] = {
     "transcriber": (transcriber.TITLE, transcriber.build_tab),
+    "extractor": (extractor.TITLE, extractor.build_tab),
     "codec": (codec.TITLE, codec.build_tab),
     "classifier": (classifier.TITLE, classifier.build_tab),
 }

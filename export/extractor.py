@@ -1,0 +1,285 @@
+"""Extractor checkpoint -> `artifacts/extractor/` (three ONNX graphs and card.json), registered in BentoML.
+
+`hark export extractor [--checkpoint runs/extractor/last.pt] [--out artifacts/extractor]`
+
+Graphs: `enroll.onnx` (enrollment mel windows -> unit embeddings), `extract.onnx` (a whole binaural
+file and an embedding -> the target's image at both ears) and `extract_step.onnx` (one 8 ms chunk
+with explicit state: what streams). Parity with torch, and of the step graph run chunk by chunk
+against the whole-file graph, is measured here and recorded in the card; the export refuses a
+model that misses either by more than 1e-4.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export.onnx_export import export_onnx, git_commit, store_half, write_card
+from models.extractor import Extractor, ExtractorConfig, ExtractorStep
+from services.extractor_enroll import enrollment_mels
+from services.model_store import file_sha256
+
+PARITY_LIMIT = 1e-4
+FILES = {"enroll": "enroll.onnx", "extract": "extract.onnx", "extract_step": "extract_step.onnx"}
+
+
+def load_checkpoint(path: Path) -> tuple[Extractor, dict]:
+    """The model of a training checkpoint, in float32 eval mode."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = Extractor(ExtractorConfig(**state["model_config"]))
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
+    return model.eval(), state
+
+
+class ExtractGraph(nn.Module):
+    """`Extractor.forward` with its framing and overlap-add written as pads and reshapes.
+
+    The TorchScript exporter cannot export `Tensor.unfold` on a dynamic length ("input size not
+    accessible"). Because the look-ahead is at most one hop, frame t is block t of the padded
+    signal followed by the head of block t+1, and overlap-add is each frame's first hop at block
+    t plus its tail at block t+1: no unfold or fold needed. Every output sample is a sum of the
+    same two terms as in fold, so the numbers match `Extractor.forward` (the parity check
+    compares the exported graph against the model itself, not against this wrapper).
+    """
+
+    def __init__(self, model: Extractor):
+        super().__init__()
+        if model.cfg.lookahead > model.cfg.hop:
+            raise ValueError("ExtractGraph needs window - hop <= hop")
+        self.model = model
+
+    def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        cfg = self.model.cfg
+        hop, look = cfg.hop, cfg.lookahead
+        b, c, n = mixture.shape
+        frames_n = (n + look + hop - 1) // hop  # all terms positive: ONNX's integer Div truncates
+        # As in forward: `look` zeros in front, zeros after; one block more for the last frame's head.
+        padded = nn.functional.pad(mixture, (look, (frames_n + 1) * hop - n - look))
+        blocks = padded.reshape(b, c, -1, hop)  # (B, 2, T + 1, hop)
+        frames = torch.cat([blocks[:, :, :-1], blocks[:, :, 1:, :look]], -1).transpose(1, 2)  # (B, T, 2, window)
+        hidden = torch.zeros(cfg.layers, b, cfg.hidden, dtype=mixture.dtype)
+        out, _ = self.model.separator(self.model.dft.analyse(frames), embedding, hidden)
+        y = self.model.dft.synthesise(out).transpose(1, 2)  # (B, 2, T, window)
+        head = nn.functional.pad(y[..., :hop], (0, 0, 0, 1))  # frame t's first hop at block t
+        tail = nn.functional.pad(y[..., hop:], (0, hop - look, 1, 0))  # its last `look` samples at block t+1
+        wave = (head + tail).reshape(b, c, -1)
+        return wave[..., look:look + n]
+
+
+def step_state(cfg: ExtractorConfig, batch: int = 1) -> dict[str, np.ndarray]:
+    """The step graph's zero state, by input name."""
+    return {"input_tail": np.zeros((batch, 2, cfg.lookahead), np.float32),
+            "output_tail": np.zeros((batch, 2, cfg.lookahead), np.float32),
+            "hidden": np.zeros((cfg.layers, batch, cfg.hidden), np.float32)}
+
+
+def export_graphs(model: Extractor, out: Path) -> dict[str, int]:
+    """Write the three graphs; returns what fp16 storage converted (lossless by construction)."""
+    cfg = model.cfg
+    mels = torch.zeros(2, 160, cfg.enroll_features)
+    mixture = torch.zeros(1, 2, 1000)  # not a whole number of hops: the shape arithmetic is traced
+    embedding = torch.zeros(1, cfg.embed_dim)
+    state = {k: torch.from_numpy(v) for k, v in step_state(cfg).items()}
+    # The exporter warns that RNNs traced with zero initial states may not generalise to other
+    # batch sizes; they do here (the RNN ops get no initial state, which ONNX defines as zeros),
+    # and tests/test_extractor_export.py runs the graphs at other batches and lengths.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
+        export_onnx(model.enroll, (mels,), out / FILES["enroll"], ["mels"], ["embedding"],
+                    {"mels": {0: "windows", 1: "frames"}, "embedding": {0: "windows"}})
+        export_onnx(ExtractGraph(model), (mixture, embedding), out / FILES["extract"], ["mixture", "embedding"],
+                    ["output"], {"mixture": {0: "batch", 2: "samples"}, "embedding": {0: "batch"},
+                                 "output": {0: "batch", 2: "samples"}})
+        export_onnx(ExtractorStep(model), (torch.zeros(1, 2, cfg.hop), embedding, *state.values()),
+                    out / FILES["extract_step"], ["chunk", "embedding", *state],
+                    ["output", "next_input_tail", "next_output_tail", "next_hidden"],
+                    {"chunk": {0: "batch"}, "embedding": {0: "batch"}, "input_tail": {0: "batch"},
+                     "output_tail": {0: "batch"}, "hidden": {1: "batch"}, "output": {0: "batch"},
+                     "next_input_tail": {0: "batch"}, "next_output_tail": {0: "batch"}, "next_hidden": {1: "batch"}})
+    converted = {"converted": 0, "kept_float32": 0}
+    for name in FILES.values():  # only weights that fp16 holds exactly: parity is unchanged
+        for k, v in store_half(out / name).items():
+            converted[k] += v
+    return converted
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one 8 ms frame per call: threads only add synchronisation
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """The parity check runs the step graph frame by frame: tiny matmuls, where torch's thread
+    pool costs more than it saves (1000x on a busy machine, whose spinning threads wait for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def stream_onnx(session: ort.InferenceSession, cfg: ExtractorConfig, mixture: np.ndarray,
+                embedding: np.ndarray) -> np.ndarray:
+    """(2, N) through the step graph chunk by chunk (zero-padded to whole chunks, plus one zero
+    chunk to release the look-ahead), shifted back by the look-ahead: (2, N) like the offline graph."""
+    n = mixture.shape[1]
+    padded = np.pad(mixture, ((0, 0), (0, -(-n // cfg.hop) * cfg.hop + cfg.hop - n)))
+    state, outputs = step_state(cfg), []
+    for start in range(0, padded.shape[1], cfg.hop):
+        y, *new = session.run(None, {"chunk": padded[None, :, start:start + cfg.hop], "embedding": embedding[None],
+                                     **state})
+        state = dict(zip(state, new))
+        outputs.append(y[0])
+    return np.concatenate(outputs, axis=1)[:, cfg.lookahead:cfg.lookahead + n]
+
+
+def parity_report(model: Extractor, out: Path, mixture: np.ndarray, enrollment: np.ndarray) -> dict:
+    """torch vs ONNX for each graph, and the step graph streamed vs the offline graph."""
+    cfg = model.cfg
+    mixture = mixture.astype(np.float32)
+    sessions = {k: _session(out / f) for k, f in FILES.items()}
+    mels = enrollment_mels(enrollment)
+    windows = sessions["enroll"].run(None, {"mels": mels})[0]
+    mean = windows.mean(0)
+    embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    offline = sessions["extract"].run(None, {"mixture": mixture[None], "embedding": embedding[None]})[0][0]
+    streamed = stream_onnx(sessions["extract_step"], cfg, mixture, embedding)
+    # The torch step graph over the first second: enough to catch a state wired wrongly.
+    step, state = ExtractorStep(model), {k: torch.from_numpy(v) for k, v in step_state(cfg).items()}
+    step_err = 0.0
+    with torch.no_grad():
+        want_windows = model.enroll(torch.from_numpy(mels)).numpy()
+        want = model(torch.from_numpy(mixture[None]), torch.from_numpy(embedding[None])).numpy()[0]
+        e = torch.from_numpy(embedding[None])
+        onnx_state = step_state(cfg)
+        for start in range(0, min(mixture.shape[1], cfg.sample_rate) // cfg.hop * cfg.hop, cfg.hop):
+            chunk = mixture[None, :, start:start + cfg.hop]
+            got = sessions["extract_step"].run(None, {"chunk": chunk, "embedding": embedding[None], **onnx_state})
+            ref = step(torch.from_numpy(chunk), e, *state.values())
+            step_err = max(step_err, *(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)))
+            onnx_state, state = dict(zip(onnx_state, got[1:])), dict(zip(state, ref[1:]))
+    errors = {
+        "enroll_max_abs": float(np.abs(windows - want_windows).max()),
+        "extract_max_abs": float(np.abs(offline - want).max()),
+        "extract_step_max_abs": step_err,
+        "stream_max_abs": float(np.abs(streamed - offline).max()),
+    }
+    return {**errors, "limit": PARITY_LIMIT, "passed": max(errors.values()) <= PARITY_LIMIT,
+            "seconds": mixture.shape[1] / cfg.sample_rate, "enroll_seconds": enrollment.shape[1] / cfg.sample_rate,
+            "stream_chunk_ms": 1000 * cfg.hop / cfg.sample_rate,
+            "output_rms": float(np.sqrt(np.mean(np.square(offline))))}
+
+
+def export(checkpoint: Path, out: Path, mixture: np.ndarray | None = None, enrollment: np.ndarray | None = None,
+           register: bool = True) -> dict:
+    """Export, check and describe one checkpoint; `mixture` / `enrollment` are (2, N) 16 kHz
+    parity signals (default: held-out speech placed in a simple binaural scene)."""
+    model, state = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    out.mkdir(parents=True, exist_ok=True)
+    if mixture is None or enrollment is None:
+        mixture, enrollment = _parity_scene(cfg.sample_rate)
+    # Graphs are written beside `out` and moved in only once they pass, so a refused export
+    # leaves the previous artifact (graphs and card) as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    try:
+        with _torch_threads(1):
+            storage = export_graphs(model, staging)
+            par = parity_report(model, staging, mixture, enrollment)
+        if not par["passed"]:
+            raise RuntimeError(f"extractor export refused: ONNX differs from torch, or streaming from offline, "
+                               f"by more than {PARITY_LIMIT:g}: {par}")
+        for name in FILES.values():
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    card = {
+        "name": "extractor",
+        "version": f"0.1.{state['step']}",
+        "sha256": file_sha256(out / FILES["extract"]),
+        "files": {"model": FILES["extract"], **FILES},
+        "file_sha256": {k: file_sha256(out / f) for k, f in FILES.items()},
+        "io": {"sample_rate": cfg.sample_rate, "channels": 2, "hop": cfg.hop, "window": cfg.window,
+               "lookahead": cfg.lookahead, "embed_dim": cfg.embed_dim, "enroll_features": cfg.enroll_features,
+               "state_shapes": {k: list(v.shape) for k, v in step_state(cfg).items()}},
+        "latency_ms": 1000 * (cfg.hop + cfg.lookahead) / cfg.sample_rate,
+        "latency_note": f"algorithmic: one {1000 * cfg.hop / cfg.sample_rate:g} ms chunk plus the "
+                        f"{1000 * cfg.lookahead / cfg.sample_rate:g} ms look-ahead of the "
+                        f"{1000 * cfg.window / cfg.sample_rate:g} ms synthesis window; the separator is causal",
+        "config": {"model": cfg.to_dict(), "recipe": state.get("recipe", {})},
+        "data": state.get("data_summary", {}),
+        "training": {"steps": state["step"], "epochs": state.get("epoch"), "wall_s": round(state.get("wall_s", 0.0), 1),
+                     "parameters": sum(p.numel() for p in model.parameters()),
+                     "separator_parameters": sum(p.numel() for p in model.separator.parameters()),
+                     "enroll_parameters": sum(p.numel() for p in model.enroll.parameters()),
+                     "checkpoint": str(checkpoint)},
+        "storage": {"weights": "float32", "fp16_lossless": storage},
+        "parity": par,
+        "git_commit": git_commit(),
+    }
+    write_card(out, card)
+    if register:
+        from services.model_store import register as store_register
+
+        card["bentoml_tag"] = store_register(out)
+    return card
+
+
+def _parity_scene(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mixture, enrollment), 6 s and 3 s: a talker in front (same at both ears) and a quieter one
+    to the side (delayed and attenuated at one ear); held-out speech when the corpus is here,
+    else voiced synthetic signals."""
+    from training.data.speech import DEFAULT_SOURCES, load, normalise, split_files
+
+    try:
+        files = split_files(DEFAULT_SOURCES, "heldout")
+    except FileNotFoundError:
+        files = []
+    n = 6 * sample_rate
+    if len(files) >= 2:
+        target, other = (np.resize(normalise(load(f)), n + 3 * sample_rate) for f in files[:2])
+    else:
+        t = np.arange(n + 3 * sample_rate) / sample_rate
+        voice = lambda f0: sum(np.sin(2 * np.pi * k * np.cumsum(f0) / sample_rate) / k for k in range(1, 20))
+        target = normalise(voice(120 + 30 * np.sin(2 * np.pi * 0.7 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)))
+        other = normalise(voice(210 + 40 * np.sin(2 * np.pi * 0.4 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t)))
+    side = 0.5 * np.stack([other[8:n + 8], 0.6 * other[:n]])
+    mixture = target[None, :n] + side + 0.003 * np.random.default_rng(0).standard_normal((2, n))
+    noise = 0.003 * np.random.default_rng(1).standard_normal((2, 3 * sample_rate))
+    enrollment = np.stack([target[n:], target[n:]]) + noise
+    return mixture.astype(np.float32), enrollment.astype(np.float32)
+
+
+def add_arguments_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/extractor/last.pt"),
+                        help="training checkpoint to export")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/extractor"),
+                        help="artifact directory (three ONNX graphs + card.json)")
+    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if not args.checkpoint.exists():
+        print(f"no checkpoint at {args.checkpoint}: run `hark train extractor` first")
+        return 2
+    card = export(args.checkpoint, args.out, register=not args.no_register)
+    p = card["parity"]
+    torch_err = max(p["enroll_max_abs"], p["extract_max_abs"], p["extract_step_max_abs"])
+    print(f"exported {args.out} (torch parity {torch_err:.1e}, "
+          f"stream {p['stream_max_abs']:.1e}, latency {card['latency_ms']:g} ms)")
+    return 0

@@ -1,0 +1,84 @@
+"""The extractor's framing, streaming and enrollment encoder (torch side)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.extractor import Extractor, ExtractorConfig, ExtractorStep, frame_window, overlap_add
+
+TINY = ExtractorConfig(hidden=32, layers=2, enroll_hidden=32, enroll_layers=1)
+
+
+def _random_model(cfg: ExtractorConfig = TINY) -> Extractor:
+    torch.manual_seed(0)
+    model = Extractor(cfg).eval()
+    torch.nn.init.normal_(model.separator.out.weight, std=0.1)  # default init is near-silent
+    torch.nn.init.normal_(model.separator.film.weight, std=0.1)
+    return model
+
+
+def test_window_squared_overlap_adds_to_one() -> None:
+    w = frame_window(192, 128) ** 2
+    frames = w.expand(1, 10, 1, 192).contiguous()
+    total = overlap_add(frames, 128)[0, 0]
+    assert torch.allclose(total[64:-64], torch.ones_like(total[64:-64]), atol=1e-6)
+
+
+def test_unit_mask_returns_the_input() -> None:
+    model = _random_model()
+    with torch.no_grad():
+        model.separator.out.weight.zero_()
+        bias = model.separator.out.bias.view(2, 2, -1)
+        bias.zero_()
+        bias[:, 0] = 1.0  # real part 1, imaginary 0, both ears
+        x = torch.randn(1, 2, 5000)
+        y = model(x, torch.nn.functional.normalize(torch.randn(1, 256), dim=1))
+    assert torch.allclose(y, x, atol=1e-5)
+
+
+def test_streaming_steps_equal_the_whole_file() -> None:
+    model, cfg = _random_model(), TINY
+    x = torch.randn(2, 2, 128 * 40)
+    emb = torch.nn.functional.normalize(torch.randn(2, 256), dim=1)
+    step = ExtractorStep(model)
+    state = (torch.zeros(2, 2, cfg.lookahead), torch.zeros(2, 2, cfg.lookahead), model.initial_hidden(2))
+    out = []
+    with torch.no_grad():
+        offline = model(x, emb)
+        padded = torch.nn.functional.pad(x, (0, cfg.hop))
+        for k in range(0, padded.shape[-1], cfg.hop):
+            y, *state = step(padded[..., k:k + cfg.hop], emb, *state)
+            out.append(y)
+    streamed = torch.cat(out, -1)[..., cfg.lookahead:cfg.lookahead + x.shape[-1]]
+    assert (streamed - offline).abs().max().item() < 1e-4
+
+
+def test_a_chunk_needs_only_4_ms_of_input_after_it() -> None:
+    """Output up to a chunk boundary minus the look-ahead is final once input reaches the boundary."""
+    model = _random_model()
+    emb = torch.nn.functional.normalize(torch.randn(1, 256), dim=1)
+    x = torch.randn(1, 2, 128 * 20)
+    changed = x.clone()
+    cut = 128 * 10
+    changed[..., cut:] = torch.randn_like(changed[..., cut:])
+    with torch.no_grad():
+        a, b = model(x, emb), model(changed, emb)
+    lookahead = TINY.window - TINY.hop
+    assert torch.equal(a[..., :cut - lookahead], b[..., :cut - lookahead])
+    assert not torch.equal(a[..., :cut], b[..., :cut])
+
+
+def test_enrollment_encoder_starts_as_the_teacher() -> None:
+    pytest.importorskip("resemblyzer")
+    from resemblyzer import VoiceEncoder
+
+    model = Extractor(ExtractorConfig())
+    model.enroll.load_resemblyzer()
+    teacher = VoiceEncoder("cpu", verbose=False)
+    mid = torch.rand(3, 160, 40)
+    with torch.no_grad():
+        ours = model.enroll(torch.cat([mid, torch.rand(3, 160, 40)], -1))  # side bands: ignored at first
+        _, (hidden, _) = teacher.lstm(mid)
+        raw = torch.relu(teacher.linear(hidden[-1]))
+        expected = raw / raw.norm(dim=1, keepdim=True)
+    assert torch.allclose(ours, expected, atol=1e-5)

@@ -1,0 +1,275 @@
+"""Binaural scenes for target speech hearing: a target talker somewhere around the head, 1-2
+interfering talkers and noise, in one room; and an enrollment of the same target, a *different*
+utterance, near 0 degrees, with its own interferers and noise.
+
+Every source is a dry recording convolved with a BRIR from a `RoomBank`. Levels are set at the
+ears: interferers relative to the target, noise as an SNR against the target. The training target
+is the target's reverberant image at the ears (the output keeps the room and the direction; the
+task is *who*, not dereverberation).
+
+Each LibriSpeech speaker has one ~14 s excerpt: a random cut splits it into a part for targets and
+a part for enrollments, so the two never share audio. A speed change (pitch, formants and rate
+together) makes another voice; the teacher d-vector of each (speaker, speed) is computed on the
+clean dry audio once, by `hark data extractor`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import fftconvolve
+from tqdm import tqdm
+
+from training.data.rooms import RoomBank
+from training.data.speech import DEFAULT_SOURCES, SAMPLE_RATE, load, normalise, speaker_of, split_files
+
+SPEEDS = (0.9, 0.95, 1.0, 1.05, 1.1)
+MIN_TARGET_SECONDS = 6.0  # shorter excerpts serve only as interferers
+DEFAULT_NOISE_DIR = "../shared/data/real/noise"
+# Noise recordings never used in training: evaluation hears other noise.
+HELDOUT_NOISE = ("misc/", "esc50/4-", "esc50/5-")
+
+
+@dataclass
+class SceneConfig:
+    interferers: tuple[int, int] = (1, 2)
+    interferer_db: tuple[float, float] = (-5.0, 5.0)   # each interferer vs the target, at the ears
+    snr_db: tuple[float, float] = (0.0, 20.0)          # target vs noise, at the ears
+    level_db: tuple[float, float] = (-35.0, -15.0)     # target RMS at the ears, dBFS
+    speed_prob: float = 0.5
+    synthetic_noise_prob: float = 0.3                  # coloured noise instead of a recording
+
+
+@dataclass
+class Voices:
+    """Dry speech of one speaker split, with the teacher d-vector of every (speaker, speed)."""
+    audio: list[np.ndarray]
+    speakers: list[str]
+    dvectors: np.ndarray                 # (speakers, len(SPEEDS), 256)
+    cut: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, sources: list[str | Path], split: str, dvector_file: str | Path) -> "Voices":
+        files = split_files(sources, split)
+        table = np.load(dvector_file)
+        known = {s: i for i, s in enumerate(table["speakers"].tolist())}
+        missing = [speaker_of(f) for f in files if speaker_of(f) not in known]
+        if missing:
+            raise ValueError(f"{dvector_file} has no d-vectors for {len(missing)} speakers (e.g. {missing[0]}); "
+                             "run `hark data extractor` again on these sources")
+        audio = [normalise(load(f)) for f in tqdm(files, desc=f"loading {split} speech", unit="file", leave=False)]
+        speakers = [speaker_of(f) for f in files]
+        return cls(audio, speakers, table["dvectors"][[known[s] for s in speakers]])
+
+    def targets(self) -> np.ndarray:
+        return np.array([i for i, a in enumerate(self.audio) if len(a) >= MIN_TARGET_SECONDS * SAMPLE_RATE])
+
+
+def teacher_dvectors(sources: list[str | Path], split: str) -> dict[str, np.ndarray]:
+    """resemblyzer's d-vector of each speaker's whole clean excerpt at every speed in SPEEDS."""
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    encoder = VoiceEncoder("cpu", verbose=False)
+    files = split_files(sources, split)
+    vectors = []
+    for f in tqdm(files, desc=f"teacher d-vectors ({split})", unit="speaker"):
+        audio = load(f)
+        vectors.append([encoder.embed_utterance(preprocess_wav(speed(audio, s), SAMPLE_RATE)) for s in SPEEDS])
+    return {"speakers": np.array([speaker_of(f) for f in files]), "dvectors": np.array(vectors, dtype=np.float32)}
+
+
+def speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (linear interpolation: enough for +-10 %)."""
+    if factor == 1.0:
+        return audio
+    n = int(len(audio) / factor)
+    return np.interp(np.arange(n) * factor, np.arange(len(audio)), audio).astype(np.float32)
+
+
+def noise_files(noise_dir: str | Path, split: str) -> list[Path]:
+    files = sorted(p for p in Path(noise_dir).rglob("*.wav") if "rir" not in p.parts)
+    held = [f for f in files if any(h in f.relative_to(noise_dir).as_posix() for h in HELDOUT_NOISE)]
+    return held if split == "heldout" else [f for f in files if f not in held]
+
+
+def coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """White, pink or brown noise: a random spectral slope of 0 to -6 dB per octave."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    spectrum *= f ** (-rng.uniform(0.0, 1.0))
+    return np.fft.irfft(spectrum, n).astype(np.float32)
+
+
+def _crop(audio: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(audio) <= n:
+        return np.pad(audio, (0, n - len(audio)))
+    start = int(rng.integers(0, len(audio) - n + 1))
+    return audio[start:start + n]
+
+
+def _spatialise(dry: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    return fftconvolve(dry[None], ir, axes=1)[:, :len(dry)].astype(np.float32)
+
+
+def _energy(x: np.ndarray) -> float:
+    return float(np.mean(x.astype(np.float64) ** 2)) + 1e-12
+
+
+class SceneRenderer:
+    def __init__(self, voices: Voices, bank: RoomBank, noises: list[np.ndarray], cfg: SceneConfig):
+        self.voices, self.bank, self.noises, self.cfg = voices, bank, noises, cfg
+        self.target_ids = voices.targets()
+        if len(self.target_ids) == 0:
+            raise ValueError(f"no speaker has the {MIN_TARGET_SECONDS} s needed for target + enrollment")
+        if len(voices.audio) < 3:
+            raise ValueError("scenes need at least 3 speakers (a target and two interferers)")
+        rng = np.random.default_rng(0)
+        # One fixed cut per speaker: target audio on one side, enrollment audio on the other.
+        self.cuts = [int(len(a) * rng.uniform(0.4, 0.6)) for a in voices.audio]
+
+    def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if not self.noises or rng.random() < self.cfg.synthetic_noise_prob:
+            return coloured_noise(rng, n)
+        return _crop(self.noises[int(rng.integers(len(self.noises)))], n, rng)
+
+    def _talker(self, rng: np.random.Generator, speaker: int, n: int, part: str | None) -> tuple[np.ndarray, int]:
+        cfg, audio = self.cfg, self.voices.audio[speaker]
+        if part == "target":
+            audio = audio[:self.cuts[speaker]]
+        elif part == "enrollment":
+            audio = audio[self.cuts[speaker]:]
+        s = int(rng.integers(len(SPEEDS))) if rng.random() < cfg.speed_prob else SPEEDS.index(1.0)
+        factor = SPEEDS[s]
+        return speed(_crop(audio, int(np.ceil(n * factor)) + 1, rng), factor)[:n], s
+
+    def _side(self, rng: np.random.Generator, room: int, talker: np.ndarray, position: int,
+              others: list[int], n: int, sources_free: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(mixture, target image) for one talker at `position` with interferers and noise."""
+        cfg, bank = self.cfg, self.bank
+        target = _spatialise(talker, bank.ir(position))
+        level = _energy(target)
+        mixture = target.copy()
+        free = list(rng.permutation(sources_free))
+        for o in others:
+            dry, _ = self._talker(rng, o, n, None)
+            image = _spatialise(dry, bank.ir(free.pop()))
+            mixture += image * np.sqrt(level / _energy(image) * 10 ** (rng.uniform(*cfg.interferer_db) / 10))
+        noise = np.zeros_like(target)
+        for _ in range(int(rng.integers(1, 3))):  # one or two noise sources: point-like or more diffuse
+            noise += _spatialise(self._noise(rng, n), bank.ir(free.pop() if free else int(rng.choice(sources_free))))
+        mixture += noise * np.sqrt(level / _energy(noise) * 10 ** (-rng.uniform(*cfg.snr_db) / 10))
+        return mixture, target
+
+    def render(self, rng: np.random.Generator, seconds: float, enroll_seconds: float,
+               target: int | None = None) -> dict:
+        cfg, bank = self.cfg, self.bank
+        n, ne = int(seconds * SAMPLE_RATE), int(enroll_seconds * SAMPLE_RATE)
+        speaker = int(rng.choice(self.target_ids)) if target is None else target
+        others = [i for i in range(len(self.voices.audio)) if i != speaker]
+        room = int(rng.integers(bank.rooms))
+        around, front = bank.positions(room, False), bank.positions(room, True)
+        k = int(rng.integers(cfg.interferers[0], cfg.interferers[1] + 1))
+        talker, s = self._talker(rng, speaker, n, "target")
+        where = int(rng.choice(around))
+        mixture, image = self._side(rng, room, talker, where, list(rng.choice(others, k, replace=False)),
+                                    n, [p for p in around if p != where])
+        enroll_dry, _ = self._talker(rng, speaker, ne, "enrollment")
+        at = int(rng.choice(front))
+        k_e = int(rng.integers(cfg.interferers[0], cfg.interferers[1] + 1))
+        enrollment, clean = self._side(rng, room, enroll_dry, at, list(rng.choice(others, k_e, replace=False)),
+                                       ne, list(around))
+        gain = 10 ** (rng.uniform(*cfg.level_db) / 20) / np.sqrt(_energy(image))
+        peak = max(np.abs(mixture).max() * gain, 1e-9)
+        gain = gain if peak < 0.99 else gain * 0.99 / peak
+        e_gain = 10 ** (rng.uniform(*cfg.level_db) / 20) / np.sqrt(_energy(clean))
+        e_peak = max(np.abs(enrollment).max() * e_gain, 1e-9)
+        e_gain = e_gain if e_peak < 0.99 else e_gain * 0.99 / e_peak
+        return {"mixture": mixture * gain, "target": image * gain, "enrollment": enrollment * e_gain,
+                "enrollment_clean": clean * e_gain, "dvector": self.voices.dvectors[speaker, s],
+                "meta": {"speaker": self.voices.speakers[speaker], "speed": SPEEDS[s],
+                         "azimuth_deg": float(bank.azimuth[where]), "enrollment_azimuth_deg": float(bank.azimuth[at]),
+                         "rt60_s": float(bank.rt60[room]), "interferers": k, "head": bank.head}}
+
+
+def load_noises(noise_dir: str | Path | None, split: str) -> list[np.ndarray]:
+    if noise_dir is None:
+        return []
+    return [normalise(load(f)) for f in noise_files(noise_dir, split)]
+
+
+def write_scenes(renderer: SceneRenderer, out: Path, count: int, seconds: float, enroll_seconds: float,
+                 seed: int) -> list[dict]:
+    """`count` scenes as 2-channel 16-bit WAV files + scenes.json: the held-out evaluation set."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    targets = renderer.target_ids
+    rows = []
+    for i in tqdm(range(count), desc=f"scenes -> {out}", unit="scene"):
+        scene = renderer.render(rng, seconds, enroll_seconds, target=int(targets[i % len(targets)]))
+        name = f"scene{i:03d}"
+        for key in ("mixture", "target", "enrollment", "enrollment_clean"):
+            sf.write(str(out / f"{name}_{key}.wav"), scene[key].T, SAMPLE_RATE, subtype="PCM_16")
+        rows.append({"name": name, **scene["meta"]})
+    (out / "scenes.json").write_text(json.dumps({"sample_rate": SAMPLE_RATE, "seconds": seconds,
+                                                 "enroll_seconds": enroll_seconds, "scenes": rows}, indent=1))
+    return rows
+
+
+def add_arguments_data(parser) -> None:
+    from training.data.hrtf import DEFAULT_HRTF_DIR
+
+    parser.add_argument("--out", type=Path, default=Path("data/extractor"),
+                        help="directory for the room banks, teacher d-vectors and the held-out scene set")
+    parser.add_argument("--source", action="append", help=f"speech directories (default {DEFAULT_SOURCES})")
+    parser.add_argument("--hrtf-dir", default=DEFAULT_HRTF_DIR, help="directory with the SOFA files")
+    parser.add_argument("--noise-dir", default=DEFAULT_NOISE_DIR, help="directory of noise recordings (WAV)")
+    parser.add_argument("--train-rooms", type=int, default=800, help="rooms in the training bank (KEMAR)")
+    parser.add_argument("--heldout-rooms", type=int, default=100, help="rooms in the held-out bank (FABIAN)")
+    parser.add_argument("--heldout-scenes", type=int, default=100, help="scenes in the evaluation set")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each evaluation mixture")
+    parser.add_argument("--enroll-seconds", type=float, default=4.0, help="length of each evaluation enrollment")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true",
+                        help="render room banks and d-vectors again even where their files exist")
+
+
+def run_data(args) -> int:
+    import json
+
+    from training.data.hrtf import HELDOUT_HEADS, TRAIN_HEADS, head_files, load_hrirs
+    from training.data.rooms import render_bank
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    sources = args.source or DEFAULT_SOURCES
+    for split, heads, rooms, seed in (("train", TRAIN_HEADS, args.train_rooms, args.seed),
+                                      ("heldout", HELDOUT_HEADS, args.heldout_rooms, args.seed + 1)):
+        bank_file, dvector_file = out / f"rooms_{split}.npz", out / f"dvectors_{split}.npz"
+        if bank_file.exists() and not args.force:
+            print(f"keeping {bank_file} (--force renders it again)")
+        else:
+            hrirs = [load_hrirs(f) for f in head_files(args.hrtf_dir, heads)]
+            render_bank(hrirs, rooms, seed, desc=f"{split} rooms").save(bank_file)
+        if dvector_file.exists() and not args.force:
+            print(f"keeping {dvector_file} (--force computes it again)")
+        else:
+            np.savez(dvector_file, **teacher_dvectors(sources, split))
+    voices = Voices.load(sources, "heldout", out / "dvectors_heldout.npz")
+    renderer = SceneRenderer(voices, RoomBank.load(out / "rooms_heldout.npz"),
+                             load_noises(args.noise_dir, "heldout"), SceneConfig())
+    rows = write_scenes(renderer, out / "heldout", args.heldout_scenes, args.seconds, args.enroll_seconds,
+                        args.seed + 2)
+    (out / "README.md").write_text(
+        "# Extractor data (generated by `hark data extractor`)\n\n"
+        f"- rooms_train.npz: {args.train_rooms} rooms heard by {', '.join(TRAIN_HEADS)}\n"
+        f"- rooms_heldout.npz: {args.heldout_rooms} rooms heard by {', '.join(HELDOUT_HEADS)} (evaluation only)\n"
+        "- dvectors_*.npz: resemblyzer d-vectors of each speaker's clean excerpt at each speed\n"
+        f"- heldout/: {len(rows)} scenes of held-out speakers, held-out head and held-out noise\n"
+        f"Sources: speech {sources}, HRTFs {args.hrtf_dir}, noise {args.noise_dir}\n"
+        f"Arguments: {json.dumps({k: str(v) for k, v in vars(args).items() if k not in ('func',)})}\n")
+    print(f"wrote room banks, teacher d-vectors and {len(rows)} held-out scenes to {out}")
+    return 0

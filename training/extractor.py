@@ -1,0 +1,147 @@
+"""Extractor recipe: binaural scenes -> the target's image at both ears, conditioned on a speaker
+embedding; the enrollment encoder learns, at the same time, to give from a noisy binaural
+enrollment the d-vector the teacher gives from clean speech.
+
+`hark train extractor --config training/configs/extractor.yaml [--resume] [--device cuda --batch-size 64]`
+
+Losses: the separator's negative SNR per ear (soft-capped at `snr_cap_db`, so solved examples stop
+dominating), and the encoder's cosine distance to the teacher. The separator is conditioned on the
+teacher's d-vector, except on some of the examples the encoder sees, where it gets the encoder's
+(detached) output: it learns the teacher's space and to tolerate the encoder's errors.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, Field
+from torch.utils.data import Dataset
+
+from models.extractor import Extractor, ExtractorConfig
+from services.extractor_enroll import enrollment_mels
+from training.data.rooms import RoomBank
+from training.data.scenes import DEFAULT_NOISE_DIR, SceneConfig, SceneRenderer, Voices, load_noises
+from training.data.speech import DEFAULT_SOURCES
+from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, fit
+
+SAMPLE_RATE = 16000
+
+
+class DataConfig(BaseModel):
+    bank: str = "data/extractor/rooms_train.npz"      # `hark data extractor` writes these
+    dvectors: str = "data/extractor/dvectors_train.npz"
+    noise_dir: str | None = DEFAULT_NOISE_DIR
+    seconds: float = 2.0
+    enroll_seconds: float = 1.6                        # one d-vector window
+    scenes_per_epoch: int = 8000
+    interferers: tuple[int, int] = (1, 2)
+    interferer_db: tuple[float, float] = (-5.0, 5.0)
+    snr_db: tuple[float, float] = (0.0, 20.0)
+
+
+class LossConfig(BaseModel):
+    enroll: float = 10.0
+    # The enrollment LSTM costs as much per example as the separator: it trains on the first
+    # `enroll_examples` of each batch, whose separator input is its output w.p. 1 - teacher_prob.
+    enroll_examples: int = 4
+    teacher_prob: float = 0.5
+    snr_cap_db: float = 30.0
+
+
+class ExtractorRecipe(BaseModel):
+    run_dir: str = "runs/extractor"
+    data: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES))
+    scenes: DataConfig = Field(default_factory=DataConfig)
+    model: dict = Field(default_factory=dict)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "ExtractorRecipe":
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+class TrainingScenes(Dataset):
+    """Random scenes; scene i of epoch e depends only on (seed, e, i)."""
+
+    def __init__(self, renderer: SceneRenderer, length: int, seconds: float, enroll_seconds: float, seed: int = 0):
+        self.renderer, self.length, self.seconds, self.enroll_seconds = renderer, length, seconds, enroll_seconds
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        scene = self.renderer.render(np.random.default_rng([self.seed, self.epoch, i]), self.seconds,
+                                     self.enroll_seconds)
+        mels = enrollment_mels(scene["enrollment"])[0]
+        return {"mixture": torch.from_numpy(scene["mixture"].astype(np.float32)),
+                "target": torch.from_numpy(scene["target"].astype(np.float32)),
+                "enroll_mels": torch.from_numpy(mels), "dvector": torch.from_numpy(scene["dvector"])}
+
+
+def snr_db(estimate: torch.Tensor, target: torch.Tensor, cap_db: float | None = None) -> torch.Tensor:
+    """SNR per example and channel (..., samples) -> (...); with `cap_db`, a soft ceiling."""
+    signal = target.pow(2).sum(-1)
+    error = (target - estimate).pow(2).sum(-1)
+    if cap_db is not None:
+        error = error + signal * 10 ** (-cap_db / 10)
+    return 10 * torch.log10((signal + 1e-9) / (error + 1e-9))
+
+
+class ExtractorLoss:
+    def __init__(self, cfg: LossConfig):
+        self.cfg = cfg
+
+    def __call__(self, net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        model = net.module if hasattr(net, "module") else net
+        teacher = batch["dvector"]
+        k = min(self.cfg.enroll_examples, teacher.shape[0])
+        student = model.enroll(batch["enroll_mels"][:k])
+        enroll = (1 - (student * teacher[:k]).sum(-1)).mean()
+        use_teacher = (torch.rand(k, 1, device=teacher.device) < self.cfg.teacher_prob).float()
+        embedding = torch.cat([use_teacher * teacher[:k] + (1 - use_teacher) * student.detach(), teacher[k:]])
+        estimate = net(batch["mixture"], embedding)
+        snr = snr_db(estimate, batch["target"], self.cfg.snr_cap_db)
+        total = -snr.mean() + self.cfg.enroll * enroll
+        return total, {"snr_db": snr.mean().item(), "enroll_cos": 1 - enroll.item()}
+
+
+def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
+    mcfg = ExtractorConfig(**recipe.model)
+    model = Extractor(mcfg)
+    model.enroll.load_resemblyzer()
+    s = recipe.scenes
+    voices = Voices.load(recipe.data, "train", s.dvectors)
+    bank = RoomBank.load(s.bank)
+    renderer = SceneRenderer(voices, bank, load_noises(s.noise_dir, "train"),
+                             SceneConfig(interferers=s.interferers, interferer_db=s.interferer_db, snr_db=s.snr_db))
+    dataset = TrainingScenes(renderer, s.scenes_per_epoch, s.seconds, s.enroll_seconds, seed=recipe.loop.seed)
+    extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict(),
+             "data_summary": {"speech_dirs": recipe.data, "speakers": len(voices.audio),
+                              "speech_minutes": round(sum(len(a) for a in voices.audio) / SAMPLE_RATE / 60, 1),
+                              "rooms": bank.rooms, "head": bank.head, "noise_dir": s.noise_dir}}
+    summary = fit(model, ExtractorLoss(recipe.loss), dataset, recipe.loop, Path(recipe.run_dir),
+                  resume=resume, extra_state=extra)
+    return {**summary, "data": extra["data_summary"]}
+
+
+def add_arguments_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("training/configs/extractor.yaml"),
+                        help="recipe YAML (speech dirs, room bank, scene mix, model size, loop settings)")
+    add_loop_arguments(parser)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    recipe = ExtractorRecipe.from_yaml(args.config)
+    apply_loop_arguments(recipe, args)
+    summary = train(recipe, resume=args.resume)
+    print(f"trained {summary['steps']} steps in {summary['wall_s']} s on {summary['data']['speakers']} speakers, "
+          f"{summary['data']['rooms']} rooms; checkpoint {recipe.run_dir}/last.pt")
+    return 0
