@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -233,11 +234,23 @@ def export(checkpoint: Path, out: Path, mixture: np.ndarray | None = None, enrol
         "git_commit": git_commit(),
     }
     write_card(out, card)
+    _write_examples(out / "examples")
     if register:
         from services.model_store import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card
+
+
+def _write_examples(out: Path) -> None:
+    """The demo's example scenes (TTS voices through KEMAR). They need flite or espeak-ng and the
+    KEMAR SOFA file: without them the model still exports, and the demo offers uploads only."""
+    from training.data.extractor_examples import write_examples
+
+    try:
+        write_examples(out)
+    except (FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"warning: demo examples not written ({exc})")
 
 
 def _parity_scene(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
