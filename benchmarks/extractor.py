@@ -253,9 +253,7 @@ class TorchStream:
         cfg = owner.model.cfg
         self.step, self.hop = owner.step_module, cfg.hop
         self.embedding = torch.from_numpy(np.asarray(embedding, np.float32))[None]
-        self.input_tail = torch.zeros(1, 2, cfg.lookahead)
-        self.output_tail = torch.zeros(1, 2, cfg.lookahead)
-        self.hidden = owner.model.initial_hidden(1)
+        self.input_tail, self.output_tail, self.hidden = owner.model.zero_state(1).values()
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
         import torch

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep
@@ -43,46 +42,9 @@ def load_checkpoint(path: Path) -> tuple[Extractor, dict]:
     return model.eval(), state
 
 
-class ExtractGraph(nn.Module):
-    """`Extractor.forward` with its framing and overlap-add written as pads and reshapes.
-
-    The TorchScript exporter cannot export `Tensor.unfold` on a dynamic length ("input size not
-    accessible"). Because the look-ahead is at most one hop, frame t is block t of the padded
-    signal followed by the head of block t+1, and overlap-add is each frame's first hop at block
-    t plus its tail at block t+1: no unfold or fold needed. Every output sample is a sum of the
-    same two terms as in fold, so the numbers match `Extractor.forward` (the parity check
-    compares the exported graph against the model itself, not against this wrapper).
-    """
-
-    def __init__(self, model: Extractor):
-        super().__init__()
-        if model.cfg.lookahead > model.cfg.hop:
-            raise ValueError("ExtractGraph needs window - hop <= hop")
-        self.model = model
-
-    def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        cfg = self.model.cfg
-        hop, look = cfg.hop, cfg.lookahead
-        b, c, n = mixture.shape
-        frames_n = (n + look + hop - 1) // hop  # all terms positive: ONNX's integer Div truncates
-        # As in forward: `look` zeros in front, zeros after; one block more for the last frame's head.
-        padded = nn.functional.pad(mixture, (look, (frames_n + 1) * hop - n - look))
-        blocks = padded.reshape(b, c, -1, hop)  # (B, 2, T + 1, hop)
-        frames = torch.cat([blocks[:, :, :-1], blocks[:, :, 1:, :look]], -1).transpose(1, 2)  # (B, T, 2, window)
-        hidden = torch.zeros(cfg.layers, b, cfg.hidden, dtype=mixture.dtype)
-        out, _ = self.model.separator(self.model.dft.analyse(frames), embedding, hidden)
-        y = self.model.dft.synthesise(out).transpose(1, 2)  # (B, 2, T, window)
-        head = nn.functional.pad(y[..., :hop], (0, 0, 0, 1))  # frame t's first hop at block t
-        tail = nn.functional.pad(y[..., hop:], (0, hop - look, 1, 0))  # its last `look` samples at block t+1
-        wave = (head + tail).reshape(b, c, -1)
-        return wave[..., look:look + n]
-
-
 def step_state(cfg: ExtractorConfig, batch: int = 1) -> dict[str, np.ndarray]:
     """The step graph's zero state, by input name."""
-    return {"input_tail": np.zeros((batch, 2, cfg.lookahead), np.float32),
-            "output_tail": np.zeros((batch, 2, cfg.lookahead), np.float32),
-            "hidden": np.zeros((cfg.layers, batch, cfg.hidden), np.float32)}
+    return {k: v.numpy() for k, v in Extractor(cfg).zero_state(batch).items()}
 
 
 def export_graphs(model: Extractor, out: Path) -> dict[str, int]:
@@ -99,7 +61,7 @@ def export_graphs(model: Extractor, out: Path) -> dict[str, int]:
         warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
         export_onnx(model.enroll, (mels,), out / FILES["enroll"], ["mels"], ["embedding"],
                     {"mels": {0: "windows", 1: "frames"}, "embedding": {0: "windows"}})
-        export_onnx(ExtractGraph(model), (mixture, embedding), out / FILES["extract"], ["mixture", "embedding"],
+        export_onnx(model, (mixture, embedding), out / FILES["extract"], ["mixture", "embedding"],
                     ["output"], {"mixture": {0: "batch", 2: "samples"}, "embedding": {0: "batch"},
                                  "output": {0: "batch", 2: "samples"}})
         export_onnx(ExtractorStep(model), (torch.zeros(1, 2, cfg.hop), embedding, *state.values()),
