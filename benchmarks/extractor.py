@@ -17,7 +17,7 @@ Systems:
   symmetric head hear a source straight ahead at the same time, so its steering delays are zero
   and delay-and-sum is (L+R)/2, copied to both ears (a diotic output: ITD 0, ILD 0). It is the
   classic non-learned way to favour the talker one faces, which is how the enrollment is taken;
-  the task's targets can be anywhere within +-90 degrees, where it helps little or not at all.
+  the task's targets can be anywhere around the head, where it helps little or not at all.
 
 bench: milliseconds of CPU per 8 ms chunk through the streaming step on one thread: the ONNX step
 through `ExtractorModel.stream` (numpy overhead included) and the torch `ExtractorStep`; median over

@@ -2,7 +2,7 @@
 embedding; the enrollment encoder learns, at the same time, to give from a noisy binaural
 enrollment the d-vector the teacher gives from clean speech.
 
-`hark train extractor --config training/configs/extractor.yaml [--resume] [--device cuda --batch-size 64]`
+`hark train extractor --config training/configs/extractor.yaml [--resume] [--device cuda --batch-size 64 --mix-on-device]`
 
 Losses: the separator's negative SNR per ear (soft-capped at `snr_cap_db`, so solved examples stop
 dominating), and the encoder's cosine distance to the teacher. The separator is conditioned on the
@@ -24,7 +24,9 @@ from models.extractor import Extractor, ExtractorConfig
 from services.extractor_enroll import enrollment_mels
 from training.data.rooms import RoomBank
 from training.data.scenes import DEFAULT_NOISE_DIR, SceneConfig, SceneRenderer, Voices, load_noises
+from training.data.spatialise import SIDES, mix_side, pack
 from training.data.speech import DEFAULT_SOURCES
+from training.enroll_features import first_window_mels
 from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, fit
 
 SAMPLE_RATE = 16000
@@ -40,6 +42,9 @@ class DataConfig(BaseModel):
     interferers: tuple[int, int] = (1, 2)
     interferer_db: tuple[float, float] = (-5.0, 5.0)
     snr_db: tuple[float, float] = (0.0, 20.0)
+    # Workers send dry crops and BRIRs; the convolutions, the mix and the enrollment mels run on
+    # the training device (training/data/spatialise.py): for a GPU, whose CPU workers cannot keep up.
+    mix_on_device: bool = False
 
 
 class LossConfig(BaseModel):
@@ -65,11 +70,15 @@ class ExtractorRecipe(BaseModel):
 
 
 class TrainingScenes(Dataset):
-    """Random scenes; scene i of epoch e depends only on (seed, e, i)."""
+    """Random scenes; scene i of epoch e depends only on (seed, e, i). With `dry`, each item is the
+    scene before the room, packed by `training.data.spatialise.pack`, for `ExtractorLoss` to mix
+    on the device; the same (seed, e, i) gives the same scene either way."""
 
-    def __init__(self, renderer: SceneRenderer, length: int, seconds: float, enroll_seconds: float, seed: int = 0):
+    def __init__(self, renderer: SceneRenderer, length: int, seconds: float, enroll_seconds: float, seed: int = 0,
+                 dry: bool = False):
         self.renderer, self.length, self.seconds, self.enroll_seconds = renderer, length, seconds, enroll_seconds
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.dry = seed, 0, dry
+        self.taps = renderer.bank.max_taps
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,8 +87,11 @@ class TrainingScenes(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        scene = self.renderer.render(np.random.default_rng([self.seed, self.epoch, i]), self.seconds,
-                                     self.enroll_seconds)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.dry:
+            drawn = self.renderer.draw(rng, self.seconds, self.enroll_seconds)
+            return pack(drawn, self.renderer.bank, self.renderer.cfg.interferers[1], self.taps)
+        scene = self.renderer.render(rng, self.seconds, self.enroll_seconds)
         mels = enrollment_mels(scene["enrollment"])[0]
         return {"mixture": torch.from_numpy(scene["mixture"].astype(np.float32)),
                 "target": torch.from_numpy(scene["target"].astype(np.float32)),
@@ -95,11 +107,25 @@ def snr_db(estimate: torch.Tensor, target: torch.Tensor, cap_db: float | None = 
     return 10 * torch.log10((signal + 1e-9) / (error + 1e-9))
 
 
+@torch.no_grad()
+def mix_on_device(batch: dict[str, torch.Tensor], enroll_examples: int) -> dict[str, torch.Tensor]:
+    """A packed dry batch -> the batch the CPU path gives, except that enrollments are mixed and
+    their mels computed only for the first `enroll_examples`: the only ones the encoder sees."""
+    k = min(enroll_examples, batch["dvector"].shape[0])
+    mixture, target = mix_side(batch, SIDES["scene"])
+    prefix = SIDES["enrollment"]
+    enrollment, _ = mix_side({key: v[:k] for key, v in batch.items() if key.startswith(prefix)}, prefix)
+    return {"mixture": mixture, "target": target, "enroll_mels": first_window_mels(enrollment),
+            "dvector": batch["dvector"]}
+
+
 class ExtractorLoss:
     def __init__(self, cfg: LossConfig):
         self.cfg = cfg
 
     def __call__(self, net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        if "mixture" not in batch:  # dry scenes (scenes.mix_on_device): the room and the mix happen here
+            batch = mix_on_device(batch, self.cfg.enroll_examples)
         model = net.module if hasattr(net, "module") else net
         teacher = batch["dvector"]
         k = min(self.cfg.enroll_examples, teacher.shape[0])
@@ -122,7 +148,8 @@ def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
     bank = RoomBank.load(s.bank)
     renderer = SceneRenderer(voices, bank, load_noises(s.noise_dir, "train"),
                              SceneConfig(interferers=s.interferers, interferer_db=s.interferer_db, snr_db=s.snr_db))
-    dataset = TrainingScenes(renderer, s.scenes_per_epoch, s.seconds, s.enroll_seconds, seed=recipe.loop.seed)
+    dataset = TrainingScenes(renderer, s.scenes_per_epoch, s.seconds, s.enroll_seconds, seed=recipe.loop.seed,
+                             dry=s.mix_on_device)
     extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict(),
              "data_summary": {"speech_dirs": recipe.data, "speakers": len(voices.audio),
                               "speech_minutes": round(sum(len(a) for a in voices.audio) / SAMPLE_RATE / 60, 1),
@@ -135,12 +162,17 @@ def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("training/configs/extractor.yaml"),
                         help="recipe YAML (speech dirs, room bank, scene mix, model size, loop settings)")
+    parser.add_argument("--mix-on-device", action="store_true",
+                        help="set scenes.mix_on_device: convolve, mix and compute enrollment mels on the "
+                             "training device (a GPU), not in the data workers")
     add_loop_arguments(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
     recipe = ExtractorRecipe.from_yaml(args.config)
     apply_loop_arguments(recipe, args)
+    if getattr(args, "mix_on_device", False):
+        recipe.scenes.mix_on_device = True
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s on {summary['data']['speakers']} speakers, "
           f"{summary['data']['rooms']} rooms; checkpoint {recipe.run_dir}/last.pt")

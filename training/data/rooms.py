@@ -131,8 +131,8 @@ class RoomBank:
     rt60: np.ndarray          # (rooms,)
     head: str
 
-    def ir(self, k: int) -> np.ndarray:
-        return self.flat[self.offsets[k]:self.offsets[k + 1]].astype(np.float32).reshape(2, -1)
+    def ir(self, k: int, dtype: type = np.float32) -> np.ndarray:
+        return self.flat[self.offsets[k]:self.offsets[k + 1]].astype(dtype).reshape(2, -1)
 
     def positions(self, room: int, enrollment: bool) -> np.ndarray:
         return np.flatnonzero((self.room == room) & (self.enrollment == enrollment))
@@ -140,6 +140,11 @@ class RoomBank:
     @property
     def rooms(self) -> int:
         return len(self.rt60)
+
+    @property
+    def max_taps(self) -> int:
+        """Samples per ear of the longest BRIR (at most MAX_SECONDS of them)."""
+        return int(np.diff(self.offsets).max()) // 2
 
     def save(self, path: Path) -> None:
         np.savez(path, flat=self.flat, offsets=self.offsets, room=self.room, azimuth=self.azimuth,

@@ -30,6 +30,7 @@ MIN_TARGET_SECONDS = 6.0  # shorter excerpts serve only as interferers
 DEFAULT_NOISE_DIR = "../shared/data/real/noise"
 # Noise recordings never used in training: evaluation hears other noise.
 HELDOUT_NOISE = ("misc/", "esc50/4-", "esc50/5-")
+NOISE_SOURCES = (1, 2)  # noise sources per side, fewest and most
 
 
 @dataclass
@@ -117,6 +118,30 @@ def _energy(x: np.ndarray) -> float:
     return float(np.mean(x.astype(np.float64) ** 2)) + 1e-12
 
 
+@dataclass
+class DrySide:
+    """One side of a scene (the mixture, or the enrollment) before the room: dry signals, the
+    bank position of each, and the level draws. `SceneRenderer.mix` and
+    `training.data.spatialise` turn it into the same audio."""
+    talker: np.ndarray                  # (n,) float32
+    position: int
+    interferers: list[np.ndarray]       # (n,) each
+    interferer_positions: list[int]
+    interferer_db: list[float]          # each interferer vs the talker, at the ears
+    noises: list[np.ndarray]            # (n,) each; their images add up to one noise field
+    noise_positions: list[int]
+    snr_db: float                       # talker vs the noise field, at the ears
+    level_db: float = 0.0               # talker RMS at the ears, dBFS, before the peak limit
+
+
+@dataclass
+class DryScene:
+    scene: DrySide
+    enrollment: DrySide
+    dvector: np.ndarray                 # (256,) the teacher's, of the target at its speed
+    meta: dict
+
+
 class SceneRenderer:
     def __init__(self, voices: Voices, bank: RoomBank, noises: list[np.ndarray], cfg: SceneConfig):
         self.voices, self.bank, self.noises, self.cfg = voices, bank, noises, cfg
@@ -144,26 +169,26 @@ class SceneRenderer:
         factor = SPEEDS[s]
         return speed(_crop(audio, int(np.ceil(n * factor)) + 1, rng), factor)[:n], s
 
-    def _side(self, rng: np.random.Generator, room: int, talker: np.ndarray, position: int,
-              others: list[int], n: int, sources_free: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(mixture, target image) for one talker at `position` with interferers and noise."""
-        cfg, bank = self.cfg, self.bank
-        target = _spatialise(talker, bank.ir(position))
-        level = _energy(target)
-        mixture = target.copy()
+    def _draw_side(self, rng: np.random.Generator, talker: np.ndarray, position: int, others: list[int],
+                   n: int, sources_free: list[int]) -> DrySide:
+        """One talker at `position` with interferers and noise; the draws are in the order of the
+        renderer before dry and wet were split, so a seed gives the scenes it always gave."""
+        cfg = self.cfg
         free = list(rng.permutation(sources_free))
+        side = DrySide(talker, position, [], [], [], [], [], 0.0)
         for o in others:
-            dry, _ = self._talker(rng, o, n, None)
-            image = _spatialise(dry, bank.ir(free.pop()))
-            mixture += image * np.sqrt(level / _energy(image) * 10 ** (rng.uniform(*cfg.interferer_db) / 10))
-        noise = np.zeros_like(target)
-        for _ in range(int(rng.integers(1, 3))):  # one or two noise sources: point-like or more diffuse
-            noise += _spatialise(self._noise(rng, n), bank.ir(free.pop() if free else int(rng.choice(sources_free))))
-        mixture += noise * np.sqrt(level / _energy(noise) * 10 ** (-rng.uniform(*cfg.snr_db) / 10))
-        return mixture, target
+            side.interferers.append(self._talker(rng, o, n, None)[0])
+            side.interferer_positions.append(int(free.pop()))
+            side.interferer_db.append(float(rng.uniform(*cfg.interferer_db)))
+        for _ in range(int(rng.integers(NOISE_SOURCES[0], NOISE_SOURCES[1] + 1))):  # point-like or more diffuse
+            side.noises.append(self._noise(rng, n))
+            side.noise_positions.append(int(free.pop() if free else rng.choice(sources_free)))
+        side.snr_db = float(rng.uniform(*cfg.snr_db))
+        return side
 
-    def render(self, rng: np.random.Generator, seconds: float, enroll_seconds: float,
-               target: int | None = None) -> dict:
+    def draw(self, rng: np.random.Generator, seconds: float, enroll_seconds: float,
+             target: int | None = None) -> DryScene:
+        """Every random choice of a scene: who, where, which audio, at what levels."""
         cfg, bank = self.cfg, self.bank
         n, ne = int(seconds * SAMPLE_RATE), int(enroll_seconds * SAMPLE_RATE)
         speaker = int(rng.choice(self.target_ids)) if target is None else target
@@ -173,24 +198,48 @@ class SceneRenderer:
         k = int(rng.integers(cfg.interferers[0], cfg.interferers[1] + 1))
         talker, s = self._talker(rng, speaker, n, "target")
         where = int(rng.choice(around))
-        mixture, image = self._side(rng, room, talker, where, list(rng.choice(others, k, replace=False)),
-                                    n, [p for p in around if p != where])
+        scene = self._draw_side(rng, talker, where, list(rng.choice(others, k, replace=False)),
+                                n, [p for p in around if p != where])
         enroll_dry, _ = self._talker(rng, speaker, ne, "enrollment")
         at = int(rng.choice(front))
         k_e = int(rng.integers(cfg.interferers[0], cfg.interferers[1] + 1))
-        enrollment, clean = self._side(rng, room, enroll_dry, at, list(rng.choice(others, k_e, replace=False)),
-                                       ne, list(around))
-        gain = 10 ** (rng.uniform(*cfg.level_db) / 20) / np.sqrt(_energy(image))
+        enrollment = self._draw_side(rng, enroll_dry, at, list(rng.choice(others, k_e, replace=False)),
+                                     ne, list(around))
+        scene.level_db = float(rng.uniform(*cfg.level_db))
+        enrollment.level_db = float(rng.uniform(*cfg.level_db))
+        meta = {"speaker": self.voices.speakers[speaker], "speed": SPEEDS[s],
+                "azimuth_deg": float(bank.azimuth[where]), "enrollment_azimuth_deg": float(bank.azimuth[at]),
+                "rt60_s": float(bank.rt60[room]), "interferers": k, "head": bank.head}
+        return DryScene(scene, enrollment, self.voices.dvectors[speaker, s], meta)
+
+    def mix_side(self, side: DrySide) -> tuple[np.ndarray, np.ndarray]:
+        """(mixture, talker image) at the ears, scaled to the drawn level; the gain drops where
+        it would take the mixture's peak to 0.99 or above (no clipping in 16-bit files)."""
+        bank = self.bank
+        target = _spatialise(side.talker, bank.ir(side.position))
+        level = _energy(target)
+        mixture = target.copy()
+        for dry, p, db in zip(side.interferers, side.interferer_positions, side.interferer_db):
+            image = _spatialise(dry, bank.ir(p))
+            mixture += image * np.sqrt(level / _energy(image) * 10 ** (db / 10))
+        noise = np.zeros_like(target)
+        for dry, p in zip(side.noises, side.noise_positions):
+            noise += _spatialise(dry, bank.ir(p))
+        mixture += noise * np.sqrt(level / _energy(noise) * 10 ** (-side.snr_db / 10))
+        gain = 10 ** (side.level_db / 20) / np.sqrt(level)
         peak = max(np.abs(mixture).max() * gain, 1e-9)
         gain = gain if peak < 0.99 else gain * 0.99 / peak
-        e_gain = 10 ** (rng.uniform(*cfg.level_db) / 20) / np.sqrt(_energy(clean))
-        e_peak = max(np.abs(enrollment).max() * e_gain, 1e-9)
-        e_gain = e_gain if e_peak < 0.99 else e_gain * 0.99 / e_peak
-        return {"mixture": mixture * gain, "target": image * gain, "enrollment": enrollment * e_gain,
-                "enrollment_clean": clean * e_gain, "dvector": self.voices.dvectors[speaker, s],
-                "meta": {"speaker": self.voices.speakers[speaker], "speed": SPEEDS[s],
-                         "azimuth_deg": float(bank.azimuth[where]), "enrollment_azimuth_deg": float(bank.azimuth[at]),
-                         "rt60_s": float(bank.rt60[room]), "interferers": k, "head": bank.head}}
+        return mixture * gain, target * gain
+
+    def mix(self, dry: DryScene) -> dict:
+        mixture, target = self.mix_side(dry.scene)
+        enrollment, clean = self.mix_side(dry.enrollment)
+        return {"mixture": mixture, "target": target, "enrollment": enrollment, "enrollment_clean": clean,
+                "dvector": dry.dvector, "meta": dry.meta}
+
+    def render(self, rng: np.random.Generator, seconds: float, enroll_seconds: float,
+               target: int | None = None) -> dict:
+        return self.mix(self.draw(rng, seconds, enroll_seconds, target))
 
 
 def load_noises(noise_dir: str | Path | None, split: str) -> list[np.ndarray]:
