@@ -19,7 +19,6 @@ import functools
 import logging
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import codec_anchors, report, speed
+from benchmarks import codec_anchors, harness, report, speed
+from benchmarks.harness import Unavailable, display, reason
 
 log = logging.getLogger("hark.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -61,10 +61,6 @@ N_FFT, HOP, N_MELS = 1024, 256, 80
 
 SystemOutput = np.ndarray | tuple[np.ndarray, int]
 SystemFn = Callable[[np.ndarray], SystemOutput]
-
-
-class Unavailable(Exception):
-    """A system that cannot run here; the message says why and what to do."""
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -127,6 +123,7 @@ def stoi(ref: np.ndarray, est: np.ndarray) -> float:
 
 SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "pesq_wb": pesq_wb, "stoi": stoi, "mel_distance": mel_distance, "si_sdr": si_sdr}
+SCORER_PACKAGES = ["pesq", "pystoi"]  # their versions go in the results beside report.stamp()'s
 
 
 def score(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
@@ -146,18 +143,7 @@ def score(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
 
 def summarise(per_clip: list[dict[str, float]], seconds: float) -> dict[str, float]:
     """Per metric: mean (under the metric's own name) and median over clips, NaNs left out."""
-    out: dict[str, float] = {}
-    for key in SCORERS:
-        values = [c[key] for c in per_clip if np.isfinite(c[key])]
-        if not values:
-            continue
-        out[key] = round(float(np.mean(values)), 4)
-        out[f"{key}_median"] = round(float(statistics.median(values)), 4)
-        if len(values) < len(per_clip):
-            out[f"{key}_clips"] = len(values)
-    out["clips"] = len(per_clip)
-    out["minutes"] = round(seconds / 60, 2)
-    return out
+    return harness.summarise(per_clip, SCORERS, "clips", seconds)
 
 
 # --- systems ------------------------------------------------------------------------------------
@@ -166,7 +152,7 @@ def summarise(per_clip: list[dict[str, float]], seconds: float) -> dict[str, flo
 def _load_codec_model(model_dir: Path, threads: int | None) -> Any:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise Unavailable(f"no codec model in {_display(model_dir)}: export one with `hark export codec` "
+        raise Unavailable(f"no codec model in {display(model_dir)}: export one with `hark export codec` "
                           "(after `hark train codec`) or pass --model-dir DIR")
     try:
         from services.codec_model import CodecModel
@@ -176,13 +162,13 @@ def _load_codec_model(model_dir: Path, threads: int | None) -> Any:
     model = CodecModel(model_dir) if threads is None else CodecModel(model_dir, threads=threads)
     rate = getattr(model, "sample_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:  # every metric and anchor here is at 16 kHz
-        raise Unavailable(f"the codec in {_display(model_dir)} runs at {rate} Hz, not {SAMPLE_RATE}")
+        raise Unavailable(f"the codec in {display(model_dir)} runs at {rate} Hz, not {SAMPLE_RATE}")
     return model
 
 
 def _model_info(model: Any, model_dir: Path) -> dict[str, Any]:
     info = model.info() if callable(getattr(model, "info", None)) else {}
-    return {**info, "model_dir": _display(model_dir)}
+    return {**info, "model_dir": display(model_dir)}
 
 
 def hark_systems(model_dir: Path, threads: int | None = None) -> tuple[dict[str, SystemFn], dict[str, Any]]:
@@ -223,14 +209,9 @@ def build_systems(names: list[str], model_dir: Path, threads: int | None = None
     systems: dict[str, SystemFn] = {}
     skipped: dict[str, str] = {}
     info: dict[str, Any] = {}
-    wanted_hark = [n for n in names if n in HARK_KBPS]
-    if wanted_hark:
-        try:
-            hark, hark_info = hark_systems(model_dir, threads)
-            systems.update({n: hark[n] for n in wanted_hark})
-            info.update({n: hark_info[n] for n in wanted_hark})
-        except Exception as exc:  # a missing model must not stop the anchors
-            skipped.update({n: _reason(exc) for n in wanted_hark})
+    # a missing model must not stop the anchors
+    harness.add_group([n for n in names if n in HARK_KBPS], lambda _: hark_systems(model_dir, threads),
+                      systems, skipped, info)
     for name in names:
         if name in HARK_KBPS:
             continue
@@ -241,15 +222,6 @@ def build_systems(names: list[str], model_dir: Path, threads: int | None = None
         systems[name] = anchor_system(name)
         info[name] = {"runtime": "ffmpeg " + ANCHOR_ENCODER[name], "ffmpeg": _ffmpeg_version()}
     return systems, skipped, info
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, Unavailable):
-        return str(exc)
-    if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
-        return f"{exc.cmd[0]} failed: {stderr.strip()[-300:]}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -275,14 +247,6 @@ def _run_system(fn: SystemFn, audio: np.ndarray) -> tuple[np.ndarray, int | None
 
 
 # --- data ---------------------------------------------------------------------------------------
-
-
-def _display(path: Path) -> str:
-    """A path as written in results: relative to the repository, so results travel between checkouts."""
-    try:
-        return os.path.relpath(Path(path).resolve(), REPO)
-    except ValueError:  # another drive (Windows)
-        return str(path)
 
 
 def heldout_files(dirs: list[Path]) -> list[Path]:
@@ -326,12 +290,7 @@ def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
                              "(default: ../shared/data/real/speech beside the repository)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                         help="the shipped codec (ONNX + card.json), from `hark export codec` (default: artifacts/codec)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="results JSON (merged with what is there); the markdown goes beside it")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md",
-                        help="README whose <!-- bench:codec --> block is refreshed (if the markers exist)")
-    parser.add_argument("--systems", nargs="+", default=systems, choices=systems, metavar="SYSTEM",
-                        help=f"systems to run (default: all of {', '.join(systems)})")
+    harness.add_results_arguments(parser, DEFAULT_OUT, TAG, systems)
 
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
@@ -361,7 +320,7 @@ def evaluate(files: list[Path], systems: dict[str, SystemFn], limit_s: float | N
             try:
                 est, coded = _run_system(fn, ref)
             except Exception as exc:
-                failed[name] = f"failed on {path.name}: {_reason(exc)}"
+                failed[name] = f"failed on {path.name}: {reason(exc)}"
                 log.warning("dropping %s: %s", name, failed[name])
                 continue
             scores = score(ref, est)
@@ -390,17 +349,12 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         return 2
     given = dict(systems or {})
     built, skipped, info = build_systems([n for n in args.systems if n not in given], args.model_dir)
-    for name in given:
-        info[name] = {"runtime": "given in-process"}
-    chosen = {n: given.get(n) or built[n] for n in args.systems if n in given or n in built}
-    for name, why in skipped.items():
-        log.warning("skipping %s: %s", name, why)
-    if not chosen:
-        log.error("no system could run: %s", skipped)
+    running = harness.chosen(args.systems, given, built, skipped, info)
+    if not running:
         return 1
-    summary, failed, details = evaluate(files, chosen, args.limit_seconds)
+    summary, failed, details = evaluate(files, running, args.limit_seconds)
     skipped.update(failed)
-    results = {args.name: {**summary, **{n: {"skipped": why} for n, why in skipped.items()}}}
+    results = {args.name: harness.with_skipped(summary, skipped)}
     for name, m in summary.items():
         log.info("%-12s PESQ-WB %.2f  STOI %.3f  mel %.3f  SI-SDR %5.1f dB", name, m.get("pesq_wb", np.nan),
                  m["stoi"], m["mel_distance"], m["si_sdr"])
@@ -417,7 +371,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
                     "si_sdr": "scale-invariant SDR in dB, zero-mean signals"},
         "kbps": "anchors: coded bytes (container included) * 8 over the audio seconds",
         "limit_seconds": args.limit_seconds,
-        "data_dirs": [_display(d) for d in args.data],
+        "data_dirs": [display(d) for d in args.data],
         "set_sizes": {args.name: {"clips": len(files), "audio_s": details["audio_s"],
                                   "minutes": round(details["audio_s"] / 60, 2), "speakers": len(speakers)}},
         "speakers": speakers,
@@ -425,18 +379,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "skipped": skipped,
         "per_clip": {args.name: details["per_clip"]},
     }
-    return _write(args, sets=results, meta_key="eval", meta_section=meta_eval)
-
-
-def _write(args: argparse.Namespace, meta_key: str, meta_section: dict[str, Any],
-           sets: dict[str, Any] | None = None, speed_results: dict[str, Any] | None = None) -> int:
-    stamp = report.stamp(REPO)
-    stamp["versions"].update(report.versions(["pesq", "pystoi"]))
-    meta_section.update(date=stamp["date"], git_commit=stamp["git_commit"])
-    out = report.merge(report.load(args.out), sets=sets, speed=speed_results, meta={**stamp, meta_key: meta_section})
-    changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG, render=render_markdown)
-    log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
-    return 0
+    return harness.write(args, TAG, render_markdown, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES)
 
 
 # --- bench --------------------------------------------------------------------------------------
@@ -479,7 +422,7 @@ def _stages(model: Any, kbps: float) -> int:
 
 def _torch_fns(checkpoint: Path, names: list[str], audio: np.ndarray) -> tuple[dict[str, Callable[[], object]], dict]:
     if not Path(checkpoint).is_file():
-        raise Unavailable(f"no torch checkpoint at {_display(checkpoint)}: train one with `hark train codec` or pass --checkpoint")
+        raise Unavailable(f"no torch checkpoint at {display(checkpoint)}: train one with `hark train codec` or pass --checkpoint")
     try:
         import torch
         from export.codec import load_checkpoint
@@ -496,7 +439,7 @@ def _torch_fns(checkpoint: Path, names: list[str], audio: np.ndarray) -> tuple[d
 
     fns = {name: functools.partial(run, _stages(model, HARK_TORCH_KBPS[name])) for name in names}
     step = state.get("step") if isinstance(state, dict) else None
-    info = {"runtime": "torch eager, 1 thread", "checkpoint": _display(checkpoint), "step": step,
+    info = {"runtime": "torch eager, 1 thread", "checkpoint": display(checkpoint), "step": step,
             "torch": torch.__version__}
     return fns, {name: {**info, "kbps": HARK_TORCH_KBPS[name]} for name in names}
 
@@ -537,16 +480,10 @@ def bench_fns(names: list[str], args: argparse.Namespace, audio: np.ndarray
     fns: dict[str, Callable[[], object]] = {}
     skipped: dict[str, str] = {}
     info: dict[str, Any] = {}
-    for group, build in (([n for n in names if n in HARK_KBPS], lambda g: _onnx_fns(args.model_dir, g, audio)),
-                         ([n for n in names if n in HARK_TORCH_KBPS], lambda g: _torch_fns(args.checkpoint, g, audio))):
-        if not group:
-            continue
-        try:
-            built, built_info = build(group)
-            fns.update(built)
-            info.update(built_info)
-        except Exception as exc:  # a missing model or checkpoint is recorded, not fatal
-            skipped.update({n: _reason(exc) for n in group})
+    harness.add_group([n for n in names if n in HARK_KBPS], lambda g: _onnx_fns(args.model_dir, g, audio),
+                      fns, skipped, info)
+    harness.add_group([n for n in names if n in HARK_TORCH_KBPS], lambda g: _torch_fns(args.checkpoint, g, audio),
+                      fns, skipped, info)
     for name in names:
         if name in HARK_KBPS or name in HARK_TORCH_KBPS:
             continue
@@ -587,7 +524,7 @@ def run_bench(args: argparse.Namespace, systems: dict[str, SystemFn] | None = No
         try:
             timings = measure(fns, args.repeats)
         except Exception as exc:
-            log.error("measurement failed: %s", _reason(exc))
+            log.error("measurement failed: %s", reason(exc))
             return 1
     for name, timing in timings.items():
         results[name] = {"cpu_s_per_audio_s": round(timing.cpu_median / audio_s, 5),
@@ -595,7 +532,7 @@ def run_bench(args: argparse.Namespace, systems: dict[str, SystemFn] | None = No
         log.info("%-18s CPU %.4f s per audio s (wall %.4f)", name, timing.cpu_median / audio_s,
                  timing.wall_median / audio_s)
     meta_bench = {
-        "audio": {"dirs": [_display(d) for d in args.data], "files": used},
+        "audio": {"dirs": [display(d) for d in args.data], "files": used},
         "audio_s": round(audio_s, 3),
         "repeats": args.repeats,
         "statistic": "median over repeats of encode + decode CPU time (process, all threads, plus finished child "
@@ -608,70 +545,40 @@ def run_bench(args: argparse.Namespace, systems: dict[str, SystemFn] | None = No
         "systems": info,
         "skipped": skipped,
     }
-    return _write(args, speed_results=results, meta_key="bench", meta_section=meta_bench)
+    return harness.write(args, TAG, render_markdown, "bench", meta_bench, speed=results, packages=SCORER_PACKAGES)
 
 
 # --- markdown -----------------------------------------------------------------------------------
 
 
-def _ordered(names: set[str] | list[str]) -> list[str]:
-    """Ours first, then the anchors from the most bits to the fewest per family, then anything else."""
-    known = [*HARK_KBPS, *HARK_TORCH_KBPS, *OPUS_KBPS, *CODEC2_MODES]
-    return [n for n in known if n in names] + sorted(n for n in names if n not in known)
+def _kbps_rows(by_system: dict[str, dict[str, Any]], systems: list[str]) -> list[str]:
+    """The measured bitrate under a set's metrics, where a system reported its coded size."""
+    if not any("kbps" in v for v in by_system.values()):
+        return []
+    cells = [report.mean_median_cell(by_system.get(s, {}), "kbps", 2) if "kbps" in by_system.get(s, {}) else "—"
+             for s in systems]
+    return ["|  | coded kbps (measured) | " + " | ".join(cells) + " |"]
 
 
-def _cell(entry: dict[str, Any], key: str, digits: int) -> str:
-    if "skipped" in entry:
-        return "skipped"
-    mean, median = entry.get(key), entry.get(f"{key}_median")
-    if not isinstance(mean, (int, float)):
-        return "—"
-    return f"{mean:.{digits}f} ({median:.{digits}f})" if isinstance(median, (int, float)) else f"{mean:.{digits}f}"
+TABLES = report.FamilyTables(
+    tag=TAG,
+    # Ours first, then the anchors from the most bits to the fewest per family, then anything else.
+    systems=[*HARK_KBPS, *HARK_TORCH_KBPS, *OPUS_KBPS, *CODEC2_MODES],
+    metrics=METRICS,
+    unit="clips",
+    speed_columns=[("cpu_s_per_audio_s", "CPU-s per audio-s, encode + decode (1 thread)", 4),
+                   ("wall_s_per_audio_s", "wall-s per audio-s", 4)],
+    quality_note=f"held-out speakers, each clip at {LEVEL_DB:g} dBFS; mean over clips (median).",
+    speed_note=lambda bench: (f"median of {bench.get('repeats', '?')} repeats on {bench.get('audio_s', '?')} s of "
+                              f"held-out speech, {bench.get('cores', '?')} cores; the anchors' figures include "
+                              "starting ffmpeg."),
+    extra_rows=_kbps_rows,
+)
 
 
 def render_markdown(results: dict[str, Any]) -> str:
     """Quality (mean and median over clips per system) and speed tables for codec.md and the README."""
-    lines: list[str] = []
-    meta = results.get("meta", {})
-    sets = results.get("sets", {})
-    notes: list[str] = []
-    if sets:
-        systems = _ordered({s for by_system in sets.values() for s in by_system})
-        lines += ["| set | metric | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
-        sizes = meta.get("eval", {}).get("set_sizes", {})
-        for set_name, by_system in sets.items():
-            size = sizes.get(set_name)
-            label = f"{set_name} ({size['clips']} clips, {size['audio_s'] / 60:.1f} min)" if size else set_name
-            for key, title, digits, higher in METRICS:
-                cells = [_cell(by_system.get(s, {}), key, digits) for s in systems]
-                lines.append(f"| {label} | {title} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
-                label = ""
-            if any("kbps" in v for v in by_system.values()):
-                cells = [_cell(by_system.get(s, {}), "kbps", 2) if "kbps" in by_system.get(s, {}) else "—"
-                         for s in systems]
-                lines.append("|  | coded kbps (measured) | " + " | ".join(cells) + " |")
-            notes += [f"{s} in {set_name}: skipped: {v['skipped']}" for s, v in by_system.items() if "skipped" in v]
-        lines.append("")
-    speed_results = results.get("speed", {})
-    if speed_results:
-        lines += ["| system | CPU-s per audio-s, encode + decode (1 thread) | wall-s per audio-s |", "|---|---:|---:|"]
-        for s in _ordered(list(speed_results)):
-            v = speed_results[s]
-            if "skipped" in v:
-                lines.append(f"| {s} | skipped: {v['skipped']} | |")
-                continue
-            lines.append(f"| {s} | {report._fmt(v.get('cpu_s_per_audio_s'), 4)} | {report._fmt(v.get('wall_s_per_audio_s'), 4)} |")
-        lines.append("")
-    lines += notes
-    ev, bench = meta.get("eval", {}), meta.get("bench", {})
-    if sets and ev:
-        lines.append(f"Quality: `hark eval codec` ({ev.get('date', '?')}, commit {ev.get('git_commit', '?')}); "
-                     f"held-out speakers, each clip at {LEVEL_DB:g} dBFS; mean over clips (median).")
-    if speed_results and bench:
-        lines.append(f"Speed: `hark bench codec` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
-                     f"median of {bench.get('repeats', '?')} repeats on {bench.get('audio_s', '?')} s of held-out "
-                     f"speech, {bench.get('cores', '?')} cores; the anchors' figures include starting ffmpeg.")
-    return "\n".join(lines).rstrip() + "\n"
+    return report.render_family(results, TABLES)
 
 
 __all__ = ["add_arguments_eval", "run_eval", "add_arguments_bench", "run_bench"]

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import report, speed
+from benchmarks import harness, report, speed
+from benchmarks.harness import Unavailable, display, reason
 
 log = logging.getLogger("hark.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -69,10 +70,6 @@ METRICS = [
     ("itd_error_us", "ITD error (us)", 1, False),
     ("ild_error_db", "ILD error (dB)", 2, False),
 ]
-
-
-class Unavailable(Exception):
-    """A system that cannot run here; the message says why and what to do."""
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -141,15 +138,7 @@ def score(target: np.ndarray, output: np.ndarray, mixture: np.ndarray) -> dict[s
 
 def summarise(per_scene: list[dict[str, float]], seconds: float) -> dict[str, float]:
     """Per metric: mean (under the metric's own name) and median over scenes, NaNs left out."""
-    out: dict[str, float] = {}
-    for key, *_ in METRICS:
-        values = [s[key] for s in per_scene if np.isfinite(s[key])]
-        if values:
-            out[key] = round(float(np.mean(values)), 4)
-            out[f"{key}_median"] = round(float(statistics.median(values)), 4)
-    out["scenes"] = len(per_scene)
-    out["minutes"] = round(seconds / 60, 2)
-    return out
+    return harness.summarise(per_scene, [key for key, *_ in METRICS], "scenes", seconds)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -163,14 +152,6 @@ class Scene:
     enrollment: np.ndarray        # (2, M): the target near 0 degrees, with interferers and noise
     enrollment_clean: np.ndarray  # the same without them
     meta: dict[str, Any]
-
-
-def _display(path: Path) -> str:
-    """A path as written in results: relative to the repository, so results travel between checkouts."""
-    try:
-        return os.path.relpath(Path(path).resolve(), REPO)
-    except ValueError:  # another drive (Windows)
-        return str(path)
 
 
 def read_index(data: Path) -> dict[str, Any]:
@@ -210,16 +191,11 @@ class TorchExtractor:
     """A training checkpoint behind ExtractorModel's enroll / extract / stream, in torch eager mode."""
 
     def __init__(self, checkpoint: Path):
-        import torch
+        from export.extractor import load_checkpoint
+        from models.extractor import ExtractorStep
 
-        from models.extractor import Extractor, ExtractorConfig, ExtractorStep
-
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model = Extractor(ExtractorConfig(**state["model_config"]))
-        own = model.state_dict()
-        # float32 whatever the checkpoint holds (a slim checkpoint is float16)
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
-        self.model, self.step_module = model.eval(), ExtractorStep(model).eval()
+        model, state = load_checkpoint(checkpoint)  # float32 whatever the checkpoint holds
+        self.model, self.step_module = model, ExtractorStep(model).eval()
         self.step = state.get("step")
 
     def enroll(self, binaural: np.ndarray) -> np.ndarray:
@@ -273,7 +249,7 @@ def load_model(model_dir: Path | None, checkpoint: Path | None, threads: int | N
     given, else the shipped ONNX model in `model_dir`."""
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
-            raise Unavailable(f"no checkpoint at {_display(checkpoint)}: train one with `hark train extractor` "
+            raise Unavailable(f"no checkpoint at {display(checkpoint)}: train one with `hark train extractor` "
                               "or pass --checkpoint PATH")
         try:
             import torch
@@ -281,10 +257,10 @@ def load_model(model_dir: Path | None, checkpoint: Path | None, threads: int | N
             model = TorchExtractor(Path(checkpoint))
         except ModuleNotFoundError as exc:
             raise Unavailable(f"the torch extractor cannot run here: module {exc.name} is missing") from exc
-        return model, {"runtime": "torch eager", "checkpoint": _display(checkpoint), "step": model.step,
+        return model, {"runtime": "torch eager", "checkpoint": display(checkpoint), "step": model.step,
                        "torch": torch.__version__}
     if model_dir is None or not Path(model_dir).is_dir():
-        raise Unavailable(f"no extractor model in {_display(model_dir or DEFAULT_MODEL_DIR)}: export one with "
+        raise Unavailable(f"no extractor model in {display(model_dir or DEFAULT_MODEL_DIR)}: export one with "
                           "`hark export extractor` (after `hark train extractor`), or pass --model-dir DIR "
                           "or --checkpoint PATH")
     try:
@@ -294,7 +270,20 @@ def load_model(model_dir: Path | None, checkpoint: Path | None, threads: int | N
     # threads None: the model's own default; the speed bench pins 1.
     model = ExtractorModel(Path(model_dir)) if threads is None else ExtractorModel(Path(model_dir), threads=threads)
     info = model.info() if callable(getattr(model, "info", None)) else {"version": getattr(model, "version", None)}
-    return model, {**info, "runtime": "onnxruntime", "model_dir": _display(model_dir)}
+    return model, {**info, "runtime": "onnxruntime", "model_dir": display(model_dir)}
+
+
+def _hark_systems(model_dir: Path | None, checkpoint: Path | None, names: list[str]
+                  ) -> tuple[dict[str, SystemFn], dict[str, Any]]:
+    """One model, enrolled on each scene's noisy or clean enrollment: (systems, info)."""
+    model, model_info = load_model(model_dir, checkpoint)
+    systems: dict[str, SystemFn] = {}
+    info: dict[str, Any] = {}
+    for name in names:
+        key = HARK_SYSTEMS[name]
+        systems[name] = (lambda s, key=key: model.extract(s.mixture, model.enroll(getattr(s, key))))
+        info[name] = {**model_info, "enrollment": key}
+    return systems, info
 
 
 def build_systems(names: list[str], model_dir: Path | None, checkpoint: Path | None
@@ -303,26 +292,15 @@ def build_systems(names: list[str], model_dir: Path | None, checkpoint: Path | N
     systems: dict[str, SystemFn] = {}
     skipped: dict[str, str] = {}
     info: dict[str, Any] = {}
-    wanted = [n for n in names if n in HARK_SYSTEMS]
-    if wanted:
-        try:
-            model, model_info = load_model(model_dir, checkpoint)
-            for name in wanted:
-                key = HARK_SYSTEMS[name]
-                systems[name] = (lambda s, key=key: model.extract(s.mixture, model.enroll(getattr(s, key))))
-                info[name] = {**model_info, "enrollment": key}
-        except Exception as exc:  # a missing model must not stop the baselines
-            skipped.update({n: _reason(exc) for n in wanted})
+    # a missing model must not stop the baselines
+    harness.add_group([n for n in names if n in HARK_SYSTEMS], lambda group: _hark_systems(model_dir, checkpoint, group),
+                      systems, skipped, info)
     if "mixture" in names:
         systems["mixture"], info["mixture"] = (lambda s: s.mixture), {"runtime": "the unprocessed mixture"}
     if "beamformer" in names:
         systems["beamformer"] = lambda s: beamformer(s.mixture)
         info["beamformer"] = {"runtime": "numpy: delay-and-sum steered to 0 degrees, (L+R)/2 to both ears"}
     return systems, skipped, info
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
 
 
 def _output(fn: SystemFn, scene: Scene) -> np.ndarray:
@@ -342,12 +320,7 @@ def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                         help="the shipped extractor (ONNX + card.json), from `hark export extractor` "
                              "(default: artifacts/extractor)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="results JSON (merged with what is there); the markdown goes beside it")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md",
-                        help="README whose <!-- bench:extractor --> block is refreshed (if the markers exist)")
-    parser.add_argument("--systems", nargs="+", default=systems, choices=systems, metavar="SYSTEM",
-                        help=f"systems to run (default: all of {', '.join(systems)})")
+    harness.add_results_arguments(parser, DEFAULT_OUT, TAG, systems)
 
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
@@ -378,7 +351,7 @@ def evaluate(data: Path, rows: list[dict[str, Any]], systems: dict[str, SystemFn
             try:
                 out = _output(fn, scene)
             except Exception as exc:
-                failed[name] = f"failed on {scene.name}: {_reason(exc)}"
+                failed[name] = f"failed on {scene.name}: {reason(exc)}"
                 log.warning("dropping %s: %s", name, failed[name])
                 continue
             scores = score(scene.target, out, scene.mixture)
@@ -403,17 +376,12 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
     given = dict(systems or {})
     built, skipped, info = build_systems([n for n in args.systems if n not in given], args.model_dir,
                                          getattr(args, "checkpoint", None))
-    for name in given:
-        info[name] = {"runtime": "given in-process"}
-    chosen = {n: given.get(n) or built[n] for n in args.systems if n in given or n in built}
-    for name, why in skipped.items():
-        log.warning("skipping %s: %s", name, why)
-    if not chosen:
-        log.error("no system could run: %s", skipped)
+    running = harness.chosen(args.systems, given, built, skipped, info)
+    if not running:
         return 1
-    summary, failed, details = evaluate(args.data, rows, chosen)
+    summary, failed, details = evaluate(args.data, rows, running)
     skipped.update(failed)
-    results = {args.name: {**summary, **{n: {"skipped": why} for n, why in skipped.items()}}}
+    results = {args.name: harness.with_skipped(summary, skipped)}
     table = render_markdown({"sets": results, "meta": {}})
     print(table)
     meta_eval: dict[str, Any] = {
@@ -426,7 +394,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
                             f"+-{MAX_ITD_S * 1e3:g} ms, {ITD_UPSAMPLE}x upsampled",
             "ild_error_db": "|ILD(output) - ILD(target)|; ILD = 10 log10(left energy / right energy), broadband"},
         "beamformer": "delay-and-sum steered to 0 degrees: zero delays on a symmetric head, (L+R)/2 to both ears",
-        "data": _display(args.data),
+        "data": display(args.data),
         "scenes_json": {k: index.get(k) for k in ("sample_rate", "seconds", "enroll_seconds")},
         "limit": args.limit,
         "set_sizes": {args.name: {"scenes": len(rows), "audio_s": details["audio_s"],
@@ -436,17 +404,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "skipped": skipped,
         "per_scene": {args.name: details["per_scene"]},
     }
-    return _write(args, sets=results, meta_key="eval", meta_section=meta_eval)
-
-
-def _write(args: argparse.Namespace, meta_key: str, meta_section: dict[str, Any],
-           sets: dict[str, Any] | None = None, speed_results: dict[str, Any] | None = None) -> int:
-    stamp = report.stamp(REPO)
-    meta_section.update(date=stamp["date"], git_commit=stamp["git_commit"])
-    out = report.merge(report.load(args.out), sets=sets, speed=speed_results, meta={**stamp, meta_key: meta_section})
-    changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG, render=render_markdown)
-    log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
-    return 0
+    return harness.write(args, TAG, render_markdown, "eval", meta_eval, sets=results)
 
 
 # --- bench --------------------------------------------------------------------------------------
@@ -476,7 +434,7 @@ def bench_audio(data: Path, seconds: float) -> tuple[np.ndarray, np.ndarray, str
                 break
         mixture = np.concatenate(pieces, axis=1)
         if mixture.shape[1] >= n:
-            return mixture[:, :n], enrollment, f"{used} held-out mixtures from {_display(data)}"
+            return mixture[:, :n], enrollment, f"{used} held-out mixtures from {display(data)}"
     except (FileNotFoundError, ValueError):
         pass
     log.warning("no held-out scenes in %s: benchmarking on noise", data)
@@ -502,18 +460,20 @@ def _bench_models(names: list[str], args: argparse.Namespace) -> tuple[dict[str,
     models: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     info: dict[str, Any] = {}
-    for name in names:
-        try:
-            if name == "hark":
-                models[name], model_info = load_model(args.model_dir, None, threads=1)
-                model_info["runtime"] = "onnxruntime, 1 thread (intra-op), through ExtractorModel.stream"
-            else:
-                models[name], model_info = load_model(None, args.checkpoint)
-                model_info["runtime"] = "torch eager ExtractorStep, torch.set_num_threads(1)"
-            info[name] = model_info
-        except Exception as exc:  # a missing model or checkpoint is recorded, not fatal
-            skipped[name] = _reason(exc)
+    for name in names:  # each its own group: a missing checkpoint does not skip the ONNX model
+        harness.add_group([name], lambda group: _bench_model(group[0], args), models, skipped, info)
     return models, skipped, info
+
+
+def _bench_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({name: model}, {name: info}) for "hark" (the shipped ONNX model) or "hark-torch"."""
+    if name == "hark":
+        model, model_info = load_model(args.model_dir, None, threads=1)
+        model_info["runtime"] = "onnxruntime, 1 thread (intra-op), through ExtractorModel.stream"
+    else:
+        model, model_info = load_model(None, args.checkpoint)
+        model_info["runtime"] = "torch eager ExtractorStep, torch.set_num_threads(1)"
+    return {name: model}, {name: model_info}
 
 
 def measure(models: dict[str, Any], mixture: np.ndarray, enrollment: np.ndarray, repeats: int
@@ -597,69 +557,29 @@ def run_bench(args: argparse.Namespace, models: dict[str, Any] | None = None) ->
         "systems": info,
         "skipped": skipped,
     }
-    return _write(args, speed_results=results, meta_key="bench", meta_section=meta_bench)
+    return harness.write(args, TAG, render_markdown, "bench", meta_bench, speed=results)
 
 
 # --- markdown -----------------------------------------------------------------------------------
 
-
-def _ordered(names: set[str] | list[str]) -> list[str]:
-    known = [*EVAL_SYSTEMS, *BENCH_SYSTEMS]
-    return [n for n in known if n in names] + sorted(n for n in names if n not in known)
-
-
-def _cell(entry: dict[str, Any], key: str, digits: int) -> str:
-    if "skipped" in entry:
-        return "skipped"
-    mean, median = entry.get(key), entry.get(f"{key}_median")
-    if not isinstance(mean, (int, float)):
-        return "—"
-    return f"{mean:.{digits}f} ({median:.{digits}f})" if isinstance(median, (int, float)) else f"{mean:.{digits}f}"
+TABLES = report.FamilyTables(
+    tag=TAG,
+    systems=[*EVAL_SYSTEMS, *BENCH_SYSTEMS],
+    metrics=METRICS,
+    unit="scenes",
+    speed_columns=[("ms_per_8ms_chunk", "ms CPU per 8 ms chunk (1 thread)", 3), ("ms_per_8ms_chunk_p95", "p95", 3),
+                   ("ms_per_8ms_chunk_max", "max", 3), ("wall_ms_per_8ms_chunk", "wall ms per chunk", 3),
+                   ("extract_cpu_s_per_audio_s", "offline CPU-s per audio-s", 4), ("enroll_cpu_s", "enroll CPU-s", 3)],
+    quality_note="held-out speakers, head and noise; scored against the target's image at the ears; "
+                 "mean over scenes (median). beamformer: delay-and-sum steered to 0°, (L+R)/2 to both ears.",
+    speed_note=lambda bench: (f"median of {bench.get('repeats', '?')} repeats streaming {bench.get('audio_s', '?')} s, "
+                              f"{bench.get('cores', '?')} cores; target <= {TARGET_MS:g} ms per 8 ms chunk (ONNX)."),
+)
 
 
 def render_markdown(results: dict[str, Any]) -> str:
     """Quality (mean and median over scenes per system) and streaming speed tables."""
-    lines: list[str] = []
-    meta = results.get("meta", {})
-    sets = results.get("sets", {})
-    notes: list[str] = []
-    if sets:
-        systems = _ordered({s for by_system in sets.values() for s in by_system})
-        lines += ["| set | metric | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
-        sizes = meta.get("eval", {}).get("set_sizes", {})
-        for set_name, by_system in sets.items():
-            size = sizes.get(set_name)
-            label = f"{set_name} ({size['scenes']} scenes, {size['audio_s'] / 60:.1f} min)" if size else set_name
-            for key, title, digits, higher in METRICS:
-                cells = [_cell(by_system.get(s, {}), key, digits) for s in systems]
-                lines.append(f"| {label} | {title} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
-                label = ""
-            notes += [f"{s} in {set_name}: skipped: {v['skipped']}" for s, v in by_system.items() if "skipped" in v]
-        lines.append("")
-    speed_results = results.get("speed", {})
-    if speed_results:
-        lines += [("| system | ms CPU per 8 ms chunk (1 thread) | p95 | max | wall ms per chunk "
-                   "| offline CPU-s per audio-s | enroll CPU-s |"), "|---|---:|---:|---:|---:|---:|---:|"]
-        for s in _ordered(list(speed_results)):
-            v = speed_results[s]
-            if "skipped" in v:
-                lines.append(f"| {s} | skipped: {v['skipped']} | | | | | |")
-                continue
-            lines.append(f"| {s} | {report._fmt(v.get('ms_per_8ms_chunk'), 3)} | {report._fmt(v.get('ms_per_8ms_chunk_p95'), 3)}"
-                         f" | {report._fmt(v.get('ms_per_8ms_chunk_max'), 3)} | {report._fmt(v.get('wall_ms_per_8ms_chunk'), 3)}"
-                         f" | {report._fmt(v.get('extract_cpu_s_per_audio_s'), 4)} | {report._fmt(v.get('enroll_cpu_s'), 3)} |")
-        lines.append("")
-    lines += notes
-    ev, bench = meta.get("eval", {}), meta.get("bench", {})
-    if sets and ev:
-        lines.append(f"Quality: `hark eval extractor` ({ev.get('date', '?')}, commit {ev.get('git_commit', '?')}); "
-                     "held-out speakers, head and noise; scored against the target's image at the ears; "
-                     "mean over scenes (median). beamformer: delay-and-sum steered to 0°, (L+R)/2 to both ears.")
-    if speed_results and bench:
-        lines.append(f"Speed: `hark bench extractor` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
-                     f"median of {bench.get('repeats', '?')} repeats streaming {bench.get('audio_s', '?')} s, "
-                     f"{bench.get('cores', '?')} cores; target <= {TARGET_MS:g} ms per 8 ms chunk (ONNX).")
-    return "\n".join(lines).rstrip() + "\n"
+    return report.render_family(results, TABLES)
 
 
 __all__ = ["add_arguments_bench", "add_arguments_eval", "run_bench", "run_eval"]

@@ -11,7 +11,8 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,107 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(f"Speed: `hark bench transcriber` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
                      f"median of {bench.get('repeats', '?')} repeats on {bench.get('audio_s', '?')} s of audio, "
                      f"{bench.get('cores', '?')} cores; compare ratios, not absolute CPU time, across runs.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- the codec's and the extractor's tables: systems as columns, mean (median) per cell --------
+
+# (key, title, digits, higher is better): one row of a quality table
+Metric = tuple[str, str, int, bool]
+# (key, title, digits): one column of a speed table
+SpeedColumn = tuple[str, str, int]
+# A family's own rows under each set's metrics: (that set's results by system, the columns) -> rows
+ExtraRows = Callable[[dict[str, dict[str, Any]], list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class FamilyTables:
+    """What differs between the markdown of two families that share the layout: the texts, the
+    columns and the order of the systems."""
+    tag: str                              # `hark eval TAG`, `hark bench TAG`
+    systems: Sequence[str]                # the family's systems in table order; unknown ones go last, sorted
+    metrics: Sequence[Metric]             # the quality rows of each set
+    unit: str                             # what a set counts, in meta.eval.set_sizes and the label: "clips"
+    speed_columns: Sequence[SpeedColumn]
+    quality_note: str                     # after "Quality: `hark eval TAG` (date, commit); "
+    speed_note: Callable[[dict[str, Any]], str]  # meta.bench -> what follows "Speed: ... ; "
+    extra_rows: ExtraRows | None = None
+
+
+def ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    """`names` with the known systems first, in the family's order, then any others sorted
+    (a system given from Python, or one a later version dropped)."""
+    names = list(names)
+    return [n for n in known if n in names] + sorted(n for n in names if n not in known)
+
+
+def mean_median_cell(entry: dict[str, Any], key: str, digits: int) -> str:
+    """`mean (median)` of one metric of one system; "skipped" or "—" when there is none."""
+    if "skipped" in entry:
+        return "skipped"
+    mean, median = entry.get(key), entry.get(f"{key}_median")
+    if not isinstance(mean, (int, float)):
+        return "—"
+    return f"{mean:.{digits}f} ({median:.{digits}f})" if isinstance(median, (int, float)) else f"{mean:.{digits}f}"
+
+
+def _set_label(set_name: str, size: dict[str, Any] | None, unit: str) -> str:
+    return f"{set_name} ({size[unit]} {unit}, {size['audio_s'] / 60:.1f} min)" if size else set_name
+
+
+def quality_table(sets: dict[str, dict[str, dict]], sizes: dict[str, dict], tables: FamilyTables
+                  ) -> tuple[list[str], list[str]]:
+    """(table rows, notes): one row per set and metric, one column per system; the notes say why
+    a system was skipped, since its cells only say that it was."""
+    systems = ordered({s for by_system in sets.values() for s in by_system}, tables.systems)
+    lines = ["| set | metric | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
+    notes: list[str] = []
+    for set_name, by_system in sets.items():
+        label = _set_label(set_name, sizes.get(set_name), tables.unit)
+        for key, title, digits, higher in tables.metrics:
+            cells = [mean_median_cell(by_system.get(s, {}), key, digits) for s in systems]
+            lines.append(f"| {label} | {title} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
+            label = ""  # the set is named on its first row only
+        if tables.extra_rows:
+            lines += tables.extra_rows(by_system, systems)
+        notes += [f"{s} in {set_name}: skipped: {v['skipped']}" for s, v in by_system.items() if "skipped" in v]
+    return lines, notes
+
+
+def speed_table(speed: dict[str, dict[str, Any]], tables: FamilyTables) -> list[str]:
+    """One row per system, one column per measure; a skipped system says why in its first cell."""
+    columns = tables.speed_columns
+    lines = ["| system | " + " | ".join(title for _, title, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for s in ordered(speed, tables.systems):
+        v = speed[s]
+        if "skipped" in v:
+            lines.append(f"| {s} | skipped: {v['skipped']} |" + " |" * (len(columns) - 1))
+        else:
+            lines.append(f"| {s} | " + " | ".join(_fmt(v.get(key), digits) for key, _, digits in columns) + " |")
+    return lines
+
+
+def _provenance(what: str, command: str, section: dict[str, Any]) -> str:
+    return f"{what}: `{command}` ({section.get('date', '?')}, commit {section.get('git_commit', '?')}); "
+
+
+def render_family(results: dict[str, Any], tables: FamilyTables) -> str:
+    """Quality table, speed table, skip notes and where the numbers came from, for FAMILY.md and
+    the README block."""
+    meta, sets, speed = results.get("meta", {}), results.get("sets", {}), results.get("speed", {})
+    lines: list[str] = []
+    notes: list[str] = []
+    if sets:
+        table, notes = quality_table(sets, meta.get("eval", {}).get("set_sizes", {}), tables)
+        lines += [*table, ""]
+    if speed:
+        lines += [*speed_table(speed, tables), ""]
+    lines += notes
+    ev, bench = meta.get("eval", {}), meta.get("bench", {})
+    if sets and ev:
+        lines.append(_provenance("Quality", f"hark eval {tables.tag}", ev) + tables.quality_note)
+    if speed and bench:
+        lines.append(_provenance("Speed", f"hark bench {tables.tag}", bench) + tables.speed_note(bench))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export import onnx_export
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.codec import Codec, CodecConfig
 from models.codec_stream import DecoderGraph, DecoderStep, EncoderGraph, EncoderStep
-from services.model_store import file_sha256
 
 PARITY_LIMIT = 1e-4
 FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx",
@@ -28,11 +28,7 @@ FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx",
 
 def load_checkpoint(path: Path) -> tuple[Codec, dict]:
     """The generator of a training checkpoint (full or slim), in float32 eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = Codec(CodecConfig(**state["model_config"]))
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
-    return model.eval(), state
+    return onnx_export.load_float32(path, lambda config: Codec(CodecConfig(**config)))
 
 
 def _state_names(prefix: str, n: int) -> list[str]:
@@ -123,11 +119,7 @@ def export(checkpoint: Path, out: Path, parity_audio: np.ndarray | None = None, 
         raise RuntimeError(f"ONNX parity failed: {par}")
     critic = sum(v.numel() for v in state.get("critic", {}).values())
     card = {
-        "name": "codec",
-        "version": f"0.1.{state['step']}",
-        "sha256": file_sha256(out / FILES["decoder"]),
-        "files": {"model": FILES["decoder"], **FILES},
-        "file_sha256": {k: file_sha256(out / f) for k, f in FILES.items()},
+        **onnx_export.graphs_card("codec", state["step"], out, FILES, model="decoder"),
         "io": {"sample_rate": cfg.sample_rate, "frame_hop": cfg.frame_hop, "frame_rate": cfg.frame_rate,
                "groups": cfg.groups, "stages": cfg.stages, "codebook_size": cfg.codebook_size,
                "null_code": cfg.codebook_size, "stream_overlap": cfg.n_fft - cfg.hop,
@@ -169,16 +161,12 @@ def _parity_speech(sample_rate: int) -> np.ndarray:
 
 
 def add_arguments_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=Path("runs/codec/last.pt"),
-                        help="training checkpoint to export (full or slim)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/codec"),
-                        help="artifact directory (four ONNX graphs + card.json)")
-    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+    onnx_export.add_checkpoint_arguments(parser, "codec", "four ONNX graphs + card.json",
+                                         checkpoint_help="training checkpoint to export (full or slim)")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if not args.checkpoint.exists():
-        print(f"no checkpoint at {args.checkpoint}: run `hark train codec` first")
+    if onnx_export.missing_checkpoint(args, "codec"):
         return 2
     card = export(args.checkpoint, args.out, register=not args.no_register)
     p = card["parity"]

@@ -24,10 +24,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export import onnx_export
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep
 from services.extractor_enroll import enrollment_mels
-from services.model_store import file_sha256
 
 PARITY_LIMIT = 1e-4
 FILES = {"enroll": "enroll.onnx", "extract": "extract.onnx", "extract_step": "extract_step.onnx"}
@@ -35,11 +35,7 @@ FILES = {"enroll": "enroll.onnx", "extract": "extract.onnx", "extract_step": "ex
 
 def load_checkpoint(path: Path) -> tuple[Extractor, dict]:
     """The model of a training checkpoint, in float32 eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = Extractor(ExtractorConfig(**state["model_config"]))
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
-    return model.eval(), state
+    return onnx_export.load_float32(path, lambda config: Extractor(ExtractorConfig(**config)))
 
 
 def step_state(cfg: ExtractorConfig, batch: int = 1) -> dict[str, np.ndarray]:
@@ -172,11 +168,7 @@ def export(checkpoint: Path, out: Path, mixture: np.ndarray | None = None, enrol
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     card = {
-        "name": "extractor",
-        "version": f"0.1.{state['step']}",
-        "sha256": file_sha256(out / FILES["extract"]),
-        "files": {"model": FILES["extract"], **FILES},
-        "file_sha256": {k: file_sha256(out / f) for k, f in FILES.items()},
+        **onnx_export.graphs_card("extractor", state["step"], out, FILES, model="extract"),
         "io": {"sample_rate": cfg.sample_rate, "channels": 2, "hop": cfg.hop, "window": cfg.window,
                "lookahead": cfg.lookahead, "embed_dim": cfg.embed_dim, "enroll_features": cfg.enroll_features,
                "state_shapes": {k: list(v.shape) for k, v in step_state(cfg).items()}},
@@ -241,16 +233,11 @@ def _parity_scene(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def add_arguments_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=Path("runs/extractor/last.pt"),
-                        help="training checkpoint to export")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/extractor"),
-                        help="artifact directory (three ONNX graphs + card.json)")
-    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+    onnx_export.add_checkpoint_arguments(parser, "extractor", "three ONNX graphs + card.json")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if not args.checkpoint.exists():
-        print(f"no checkpoint at {args.checkpoint}: run `hark train extractor` first")
+    if onnx_export.missing_checkpoint(args, "extractor"):
         return 2
     card = export(args.checkpoint, args.out, register=not args.no_register)
     p = card["parity"]

@@ -1,15 +1,50 @@
-"""Family-agnostic export steps: torch module -> ONNX, parity against torch, model card."""
+"""Family-agnostic export steps: checkpoint -> torch module -> ONNX, parity against torch, model card."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 import torch
+
+from services.model_store import file_sha256
+
+Module = TypeVar("Module", bound=torch.nn.Module)
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, family: str, contents: str,
+                             checkpoint_help: str = "training checkpoint to export") -> None:
+    """--checkpoint, --out and --no-register of `hark export FAMILY` for a family trained from one
+    checkpoint; `contents` says what the artifact directory holds."""
+    parser.add_argument("--checkpoint", type=Path, default=Path(f"runs/{family}/last.pt"), help=checkpoint_help)
+    parser.add_argument("--out", type=Path, default=Path(f"artifacts/{family}"),
+                        help=f"artifact directory ({contents})")
+    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+
+
+def missing_checkpoint(args: argparse.Namespace, family: str) -> bool:
+    """Whether args.checkpoint is absent; if so says what to run first (the export then exits 2)."""
+    if args.checkpoint.exists():
+        return False
+    print(f"no checkpoint at {args.checkpoint}: run `hark train {family}` first")
+    return True
+
+
+def load_float32(path: Path, build: Callable[[dict[str, Any]], Module]) -> tuple[Module, dict[str, Any]]:
+    """(model in eval mode, the checkpoint's state) of a training checkpoint; `build` makes the
+    model from the checkpoint's model_config. The weights come out float32 whatever the checkpoint
+    holds (a slim checkpoint is float16)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build(state["model_config"])
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
+    return model.eval(), state
 
 
 def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path,
@@ -44,6 +79,18 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def graphs_card(name: str, step: int, out: Path, files: dict[str, str], model: str) -> dict[str, Any]:
+    """The identity of a model of several graphs, at the head of its card: the version from the
+    training step, and the hashes the model store checks (the card's `sha256` is `model`'s graph's)."""
+    return {
+        "name": name,
+        "version": f"0.1.{step}",
+        "sha256": file_sha256(out / files[model]),
+        "files": {"model": files[model], **files},
+        "file_sha256": {k: file_sha256(out / f) for k, f in files.items()},
+    }
 
 
 def write_card(out_dir: Path, card: dict) -> Path:

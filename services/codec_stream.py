@@ -19,7 +19,6 @@ Protocol (see docs/CONTRACT.md):
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from starlette.websockets import WebSocket
 
 from services import audio, config, metrics
 from services.codec_model import CodecModel, DecoderStream, EncoderStream
-from services.stream_io import StreamError, guarded, pcm_format, samples
+from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "codec"
 MODES = ("encode", "decode", "reconstruct")
@@ -145,21 +144,14 @@ async def _codec_session(websocket: WebSocket) -> None:
         raise StreamError("not_ready", "The codec model is still loading; retry in a moment")
     session = CodecSession(model, dict(websocket.query_params))
     await websocket.send_json(session.ready())
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
+    async for message in incoming(websocket):
         t0 = time.perf_counter()
-        if message.get("bytes") is not None:
-            out = await asyncio.to_thread(session.audio_in, message["bytes"])
+        if isinstance(message, bytes):
+            out = await asyncio.to_thread(session.audio_in, message)
         else:
-            try:
-                text = json.loads(message.get("text") or "")
-            except json.JSONDecodeError:
-                text = None
-            kind = text.get("type") if isinstance(text, dict) else None
+            kind = message.get("type") if isinstance(message, dict) else None
             if kind == "codes":
-                out = await asyncio.to_thread(session.codes_in, text)
+                out = await asyncio.to_thread(session.codes_in, message)
             elif kind == "end":
                 out = await asyncio.to_thread(session.end)
                 await _send(websocket, out)

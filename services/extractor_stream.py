@@ -21,16 +21,15 @@ Protocol:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import config, metrics
+from services import config, metrics, stream_io
 from services.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
-from services.stream_io import StreamError, guarded, pcm_format, samples
+from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "extractor"
 START_KEYS = {"type", "enrollment_id", "embedding", "format", "sample_rate", "channels"}
@@ -129,10 +128,7 @@ async def _start_message(websocket: WebSocket) -> dict[str, Any] | None:
         raise StreamError("timeout", f"No start message within {START_TIMEOUT_S:g} s") from None
     if message["type"] == "websocket.disconnect":
         return None
-    try:
-        start = json.loads(message.get("text") or "")
-    except json.JSONDecodeError:
-        start = None
+    start = stream_io.json_text(message)
     if not isinstance(start, dict) or start.get("type") != "start":
         raise StreamError("bad_message", 'The first message must be text: {"type": "start", "enrollment_id": ID} '
                                          f'or {{"type": "start", "embedding": [{EMBED_DIM} numbers]}}, with '
@@ -156,22 +152,15 @@ async def _extractor_session(websocket: WebSocket) -> None:
     await websocket.send_json(session.ready())
     busy_s = 0.0
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
+        async for message in incoming(websocket):
             t0 = time.perf_counter()
-            if message.get("bytes") is not None:
-                out = await asyncio.to_thread(session.audio_in, message["bytes"])
+            if isinstance(message, bytes):
+                out = await asyncio.to_thread(session.audio_in, message)
                 busy_s += time.perf_counter() - t0
                 if out:
                     await websocket.send_bytes(out)
                 continue
-            try:
-                text = json.loads(message.get("text") or "")
-            except json.JSONDecodeError:
-                text = None
-            if not (isinstance(text, dict) and text.get("type") == "end"):
+            if not (isinstance(message, dict) and message.get("type") == "end"):
                 raise StreamError("bad_message", 'After the start message, send audio in binary messages and '
                                                  'finally {"type": "end"}')
             out = await asyncio.to_thread(session.end)

@@ -1,12 +1,14 @@
-"""What every family's WebSocket stream shares: refusals, the PCM message format, rate parsing.
+"""What every family's WebSocket stream shares: refusals, the PCM message format, rate parsing,
+receiving the client's messages.
 
 A refusal is a `StreamError` (reason, message); `guarded` sends it as
 `{"type": "error", "reason": ..., "error": ...}` and closes with 1008.
 """
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,24 @@ def samples(data: bytes, dtype: np.dtype) -> np.ndarray:
     if not np.isfinite(x).all():
         raise StreamError("bad_audio", "The audio holds NaN or infinite samples")
     return x
+
+
+def json_text(message: dict[str, Any]) -> Any:
+    """A text message's JSON, or None when it is not JSON: each stream says what it expected."""
+    try:
+        return json.loads(message.get("text") or "")
+    except json.JSONDecodeError:
+        return None
+
+
+async def incoming(websocket: Any) -> AsyncIterator[bytes | Any]:
+    """The client's messages until it hangs up: a binary one as its bytes, a text one as its
+    JSON (json_text). The stream's loop ends when the client disconnects."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        yield message["bytes"] if message.get("bytes") is not None else json_text(message)
 
 
 async def guarded(websocket: Any, family: str, fault: str, session: Callable[[Any], Awaitable[None]]) -> None:

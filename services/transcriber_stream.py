@@ -17,7 +17,6 @@ Protocol (see docs/CONTRACT.md):
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from services import audio, config, metrics
-from services.stream_io import StreamError, guarded, pcm_format, samples
+from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
 
 NAME = "transcriber"
@@ -66,23 +65,16 @@ async def _transcribe_session(websocket: WebSocket) -> None:
         "latency_s": round((LOOKAHEAD_FRAMES + STEP_FRAMES + stream.settle) / model.frame_rate, 3),
         "max_seconds": max_s,
     })
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("bytes") is not None:
-            x = resample(samples(message["bytes"], dtype))
+    async for message in incoming(websocket):
+        if isinstance(message, bytes):
+            x = resample(samples(message, dtype))
             if stream.seconds_received + x.size / model.sample_rate > max_s:
                 raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
             t0 = time.perf_counter()
             events = await asyncio.to_thread(stream.push, x)
             processed_s += time.perf_counter() - t0
         else:
-            try:
-                text = json.loads(message.get("text") or "")
-            except json.JSONDecodeError:
-                text = None
-            if not isinstance(text, dict) or text.get("type") != "end":
+            if not isinstance(message, dict) or message.get("type") != "end":
                 raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
             tail = resample(np.zeros(0, np.float32), last=True)
             events = await asyncio.to_thread(lambda: stream.push(tail) + stream.finish())
