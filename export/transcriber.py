@@ -2,14 +2,16 @@
 
 `hark export transcriber [--checkpoint runs/transcriber/last.pt] [--out artifacts/transcriber]`
 
-Decoding thresholds are chosen here, on validation clips the training never saw (rendered
-training-split audio), through the same numpy decoder the service runs; never on evaluation sets.
+Decoder settings (thresholds, gap bridging, shortest note, ...) are chosen here, on validation
+clips the training never saw (rendered training-split audio), through the same numpy decoder the
+service runs; never on evaluation sets.
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -20,10 +22,23 @@ from export.onnx_export import export_onnx, git_commit, parity, write_card
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from services.model_store import file_sha256
 
+if TYPE_CHECKING:
+    from services.transcriber_model import TranscriberModel
+
 OUTPUTS = ("onset", "note", "contour")
 PARITY_LIMIT = 1e-4
-ONSET_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-FRAME_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Decoder settings chosen at export, each from its grid. min_note_ms is not searched: the stream
+# waits that long before it announces a note, and its 0.5 s latency budget is sized for 58 ms.
+DECODE_GRID: dict[str, tuple[float, ...]] = {
+    "onset_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "frame_threshold": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    "dip_ratio": (0.5, 0.6, 0.75, 0.85, 0.95),
+    "max_gap_ms": (0.0, 35.0, 70.0, 100.0, 150.0, 200.0),
+    "attack_window_ms": (12.0, 23.0, 35.0, 58.0, 81.0),
+}
+START = {"dip_ratio": 0.75, "max_gap_ms": 100.0, "min_note_ms": 58.0, "attack_window_ms": 35.0}  # for the grid
+MIN_GAIN = 0.001  # a change must lift pooled note F1 by this much: no chasing noise
+MAX_LATENCY_S = 0.48  # note_on after its note's start, 0.1 s chunks: the 0.5 s bound less a margin for unseen audio
 
 
 def load_checkpoint(path: Path) -> tuple[Transcriber, dict]:
@@ -45,36 +60,93 @@ def parity_report(model: Transcriber, onnx_path: Path, real_audio: np.ndarray | 
     return {"max_abs_error": worst, "limit": PARITY_LIMIT, "passed": worst <= PARITY_LIMIT, "cases": report}
 
 
-def choose_thresholds(model_dir: Path, clips: list, max_clips: int = 40) -> dict:
-    """Grid-search onset/frame thresholds for pooled note F1 on validation clips."""
+def stream_latency(model: "TranscriberModel", clips: list[np.ndarray], params: dict, chunk_s: float = 0.1) -> float:
+    """Worst delay, in seconds of audio, between a note's start and its note_on when the clips
+    are streamed in `chunk_s` chunks with these decoder settings."""
+    from services.streaming import StreamingTranscriber
+
+    chunk, worst = int(chunk_s * model.sample_rate), 0.0
+    for audio in clips:
+        stream = StreamingTranscriber(model, {**model.decode_defaults(), **params})
+        for i in range(0, audio.size, chunk):
+            for e in stream.push(audio[i:i + chunk]):
+                if e["type"] == "note_on":
+                    worst = max(worst, stream.seconds_received - e["start_s"])
+    return worst
+
+
+def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3) -> dict:
+    """Decoder settings for the best pooled note F1 on validation clips: the onset x frame
+    threshold grid first, then coordinate ascent over every setting of DECODE_GRID.
+
+    Settings that decide notes late (low thresholds whose short runs only become a note once a
+    gap is bridged, say) would break the stream's latency bound, so a candidate is accepted only
+    if streaming the first `stream_clips` clips keeps every note_on within MAX_LATENCY_S."""
     from benchmarks.scoring import NoteArray, score_clip
     from services.transcriber_model import TranscriberModel
 
     shipped = TranscriberModel(model_dir)
-    grams, refs = [], []
-    for clip in tqdm(clips[:max_clips], desc="validation posteriorgrams", unit="clip"):
-        audio = sf.read(str(clip.wav), dtype="float32")[0]
-        grams.append(shipped.posteriorgrams(audio))
+    audios, grams, refs = [], [], []
+    for clip in tqdm(clips, desc="validation posteriorgrams", unit="clip"):
+        audios.append(sf.read(str(clip.wav), dtype="float32")[0])
+        grams.append(shipped.posteriorgrams(audios[-1]))
         refs.append(NoteArray.from_rows(clip.notes))
-    best, table = None, []
-    for on in ONSET_GRID:
-        for fr in FRAME_GRID:
-            total = None
-            for g, ref in zip(grams, refs):
-                est = shipped.decode(g, onset_threshold=on, frame_threshold=fr)
-                s = score_clip([ref], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
-                total = s if total is None else total + s
-            m = total.metrics()
-            table.append({"onset": on, "frame": fr, **{k: round(v, 4) for k, v in m.items()}})
-            if best is None or m["note_f1"] > best[2]["note_f1"]:
-                best = (on, fr, m)
-    return {"onset": best[0], "frame": best[1], "chosen_on": f"{len(grams)} validation clips",
-            "validation": {k: round(v, 4) for k, v in best[2].items()}, "grid": table}
+
+    def score(params: dict) -> dict:
+        total = None
+        for g, ref in zip(grams, refs):
+            est = shipped.decode(g, include_pitch_bends=False, **params)
+            s = score_clip([ref], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
+            total = s if total is None else total + s
+        return {k: round(v, 4) for k, v in total.metrics().items()}
+
+    def streams_in_time(params: dict, row: dict) -> bool:
+        row["stream_latency_s"] = round(stream_latency(shipped, audios[:stream_clips], params), 3)
+        return row["stream_latency_s"] <= MAX_LATENCY_S
+
+    trace = []
+    pairs = [{**START, "onset_threshold": on, "frame_threshold": fr}
+             for on in DECODE_GRID["onset_threshold"] for fr in DECODE_GRID["frame_threshold"]]
+    for params in tqdm(pairs, desc="threshold grid", unit="pair"):
+        trace.append({"onset_threshold": params["onset_threshold"], "frame_threshold": params["frame_threshold"],
+                      **score(params)})
+    ranked = sorted(zip(pairs, trace), key=lambda x: -x[1]["note_f1"])
+    best, best_m = next(((p, row) for p, row in ranked if streams_in_time(p, row)), (None, None))
+    if best is None:
+        raise RuntimeError(f"no threshold pair streams within {MAX_LATENCY_S} s; see the grid")
+    for r in range(rounds):
+        moved = False
+        for key, values in tqdm(DECODE_GRID.items(), desc=f"coordinate round {r + 1}", unit="setting"):
+            for v in values:
+                if v == best[key]:
+                    continue
+                params = {**best, key: v}
+                row = {key: v, **score(params)}
+                trace.append(row)
+                if row["note_f1"] >= best_m["note_f1"] + MIN_GAIN and streams_in_time(params, row):
+                    best, best_m, moved = params, row, True
+        if not moved:
+            break
+    return {"settings": best, "chosen_on": f"{len(grams)} validation clips", "validation": best_m,
+            "grid": DECODE_GRID, "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
 
 
-def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True) -> dict:
+def validation_clips(recipe: dict, extra_dirs: list[str] | None = None) -> list:
+    """The training sets' validation slice plus every clip of the recipe's `validation_data`
+    (or `extra_dirs`): renders of training pieces, soundfonts and programs never trained on."""
     from training.data.music_windows import load_clips
 
+    clips = load_clips(recipe.get("data", []), "validation", recipe.get("validation_every", 50))
+    for d in recipe.get("validation_data", []) if extra_dirs is None else extra_dirs:
+        if not Path(d).is_dir():
+            raise FileNotFoundError(f"validation set {d} is missing: render it with the command in "
+                                    "training/configs/transcriber.yaml")
+        clips += load_clips([d], "validation", validation_every=1)  # every clip
+    return clips
+
+
+def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True,
+           validation_dirs: list[str] | None = None) -> dict:
     model, state = load_checkpoint(checkpoint)
     cfg = model.cfg
     recipe = state.get("recipe", {})
@@ -86,7 +158,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     export_onnx(TranscriberExport(model), example, onnx_path, ["audio"], OUTPUTS,
                 {"audio": {0: "batch", 1: "samples"}, **{o: {0: "batch", 1: "frames"} for o in OUTPUTS}})
 
-    clips = load_clips(recipe.get("data", []), "validation", recipe.get("validation_every", 50)) if recipe else []
+    clips = validation_clips(recipe, validation_dirs) if recipe else []
     real = sf.read(str(clips[0].wav), dtype="float32")[0] if clips else None
     par = parity_report(model, onnx_path, real)
     if not par["passed"]:
@@ -102,7 +174,8 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
                "contour_bins": cfg.contour_bins},
         "thresholds": {"onset": 0.5, "frame": 0.3},
         "config": {"model": cfg.to_dict(), "recipe": recipe},
-        "data": _data_description(recipe.get("data", []), recipe.get("validation_every", 50)),
+        "data": _data_description(recipe.get("data", []), recipe.get("validation_every", 50),
+                                  recipe.get("validation_data", []) if validation_dirs is None else validation_dirs),
         "training": {"steps": state["step"], "epochs": state.get("epoch"), "wall_s": round(state.get("wall_s", 0.0), 1),
                      "parameters": sum(p.numel() for p in model.parameters()),
                      "checkpoint": str(checkpoint)},
@@ -111,9 +184,11 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     }
     write_card(out, card)
     if tune and clips:
-        th = choose_thresholds(out, clips)
-        card["thresholds"] = {"onset": th["onset"], "frame": th["frame"]}
-        card["threshold_selection"] = th
+        chosen = choose_decoding(out, clips)
+        settings = dict(chosen["settings"])
+        card["thresholds"] = {"onset": settings.pop("onset_threshold"), "frame": settings.pop("frame_threshold")}
+        card["decode"] = settings
+        card["decode_selection"] = chosen
         write_card(out, card)
     if register:
         from services.model_store import register as store_register
@@ -122,7 +197,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     return card
 
 
-def _data_description(dirs: list[str], validation_every: int) -> dict:
+def _data_description(dirs: list[str], validation_every: int, validation_dirs: list[str]) -> dict:
     """What the model was trained on: the clips on disk now (a set may have grown while training
     ran) and the settings `hark data` recorded in the set's manifest."""
     from training.data import music
@@ -141,7 +216,8 @@ def _data_description(dirs: list[str], validation_every: int) -> dict:
             "rendered with FluidSynth on random GM programs; augmented with EQ, reverb, noise and gain",
             "held_out": {"soundfonts": [Path(s).name for s in music.HELDOUT_SOUNDFONTS],
                          "programs": music.HELDOUT_PROGRAMS, "pieces": "10 % of corpus pieces by path hash",
-                         "validation": f"1 clip in {validation_every} of the training sets, never trained on"}}
+                         "validation": f"1 clip in {validation_every} of the training sets, never trained on",
+                         "validation_sets": list(validation_dirs)}}
 
 
 def add_arguments_export(parser: argparse.ArgumentParser) -> None:
@@ -149,8 +225,10 @@ def add_arguments_export(parser: argparse.ArgumentParser) -> None:
                         help="training checkpoint to export")
     parser.add_argument("--out", type=Path, default=Path("artifacts/transcriber"),
                         help="artifact directory (transcriber.onnx + card.json)")
-    parser.add_argument("--no-tune", action="store_true", help="keep default thresholds instead of tuning them "
-                        "on the training set's validation clips")
+    parser.add_argument("--no-tune", action="store_true", help="keep default decoder settings instead of choosing "
+                        "them on validation clips")
+    parser.add_argument("--validation-data", nargs="+", metavar="DIR", help="validation sets besides the training "
+                        "sets' validation slice (default: the recipe's validation_data)")
     parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
 
 
@@ -158,7 +236,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.checkpoint.exists():
         print(f"no checkpoint at {args.checkpoint}: run `hark train transcriber` first")
         return 2
-    card = export(args.checkpoint, args.out, tune=not args.no_tune, register=not args.no_register)
+    card = export(args.checkpoint, args.out, tune=not args.no_tune, register=not args.no_register,
+                  validation_dirs=args.validation_data)
     print(f"exported {args.out}/transcriber.onnx (parity {card['parity']['max_abs_error']:.2e}, "
-          f"thresholds {card['thresholds']})")
+          f"thresholds {card['thresholds']}, decode {card.get('decode', {})})")
     return 0

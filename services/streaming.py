@@ -22,7 +22,7 @@ import numpy as np
 
 from services.notes import Note, decode_notes, note_to_dict
 
-LOOKAHEAD_FRAMES = 24  # ~0.28 s at 86 frames/s
+LOOKAHEAD_FRAMES = 22  # ~0.26 s at 86 frames/s: with settle and step, note_on stays under 0.5 s
 STEP_FRAMES = 4  # ~0.05 s between model runs
 CONTEXT_FRAMES = 44  # > half the longest front-end window (16384 samples = 64 frames)
 HISTORY_FRAMES = 172  # settled frames kept for decoding besides those of open notes

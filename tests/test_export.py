@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.transcriber import PARITY_LIMIT, export
+from export.transcriber import DECODE_GRID, PARITY_LIMIT, export
 from models.transcriber import Transcriber, TranscriberConfig
 from services.transcriber_model import TranscriberModel
 from synth_data import render_notes, write_set
@@ -37,7 +37,8 @@ def test_card_records_what_the_service_and_readers_need(exported):
     for key in ("name", "version", "sha256", "io", "thresholds", "config", "data", "training", "parity", "git_commit"):
         assert key in on_disk, key
     assert on_disk["io"]["window_samples"] == 44032 and on_disk["io"]["contour_bins"] == 264
-    assert on_disk["threshold_selection"]["chosen_on"] == "3 validation clips"
+    assert on_disk["decode_selection"]["chosen_on"] == "3 validation clips"
+    assert set(DECODE_GRID) <= set(on_disk["decode"]) | {"onset_threshold", "frame_threshold"}
 
 
 def test_onnx_matches_torch_through_the_serving_path(exported):

@@ -28,6 +28,7 @@ class TranscriberRecipe(BaseModel):
     run_dir: str = "runs/transcriber"
     data: list[str] = Field(default_factory=lambda: ["data/music/train"])
     validation_every: int = 50
+    validation_data: list[str] = Field(default_factory=list)  # whole sets never trained on (export's choices)
     windows_per_epoch: int = 4000
     model: dict = Field(default_factory=dict)
     augment: dict = Field(default_factory=dict)
