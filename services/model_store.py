@@ -1,7 +1,8 @@
 """Shipped models in the BentoML model store, without torch.
 
 `register` copies an artifact directory (ONNX + card.json + whatever else it holds) into the
-store under the card's name, once per ONNX sha256. `resolve` finds the directory a service
+store under the card's name, once per (ONNX, card.json) pair of hashes: a re-export that only
+changes the card (decoder settings, say) is a new entry too. `resolve` finds the directory a service
 loads. Both the export step and `hark serve` call `register`, so `bentoml models list` shows
 every model that was served.
 
@@ -48,7 +49,13 @@ def _model_file(artifact_dir: Path, card: dict[str, Any]) -> Path:
     return path
 
 
-def _stored_with_sha(name: str, sha256: str) -> Any | None:
+def _identity(artifact_dir: Path, card: dict[str, Any]) -> tuple[str, str]:
+    """(ONNX sha256, card.json sha256): the hashes of the files themselves, not the card's claim,
+    so that neither a stale card nor a stale store entry can hide a new export."""
+    return file_sha256(_model_file(artifact_dir, card)), file_sha256(Path(artifact_dir) / "card.json")
+
+
+def _stored_with(name: str, identity: tuple[str, str]) -> Any | None:
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -57,21 +64,20 @@ def _stored_with_sha(name: str, sha256: str) -> Any | None:
     except NotFound:
         return None
     for model in stored:
-        if model.info.labels.get("sha256") == sha256 or model.info.metadata.get("sha256") == sha256:
+        if (model.info.metadata.get("sha256"), model.info.metadata.get("card_file_sha256")) == identity:
             return model
     return None
 
 
 def register(artifact_dir: Path | str) -> str:
-    """Put `artifact_dir` in the BentoML store (skipped if that ONNX is there); returns the tag."""
+    """Put `artifact_dir` in the BentoML store (skipped if that ONNX and card are there); returns the tag."""
     import bentoml
 
     artifact_dir = Path(artifact_dir)
     card = read_card(artifact_dir)
     name = card["name"]
-    # The hash of the file itself, not the card's claim: a stale card must not hide a new model.
-    sha256 = file_sha256(_model_file(artifact_dir, card))
-    existing = _stored_with_sha(name, sha256)
+    sha256, card_file_sha256 = identity = _identity(artifact_dir, card)
+    existing = _stored_with(name, identity)
     if existing is not None:
         log.info("%s already in the model store as %s", artifact_dir, existing.tag)
         return str(existing.tag)
@@ -80,6 +86,7 @@ def register(artifact_dir: Path | str) -> str:
         "version": str(card.get("version", "unknown")),
         "sha256": sha256,
         "card_sha256": str(card.get("sha256", "")),
+        "card_file_sha256": card_file_sha256,
         "git_commit": str(card.get("git_commit", "")),
         "source": str(artifact_dir.resolve()),
     }
@@ -103,7 +110,7 @@ def resolve(name: str) -> Path:
     """The model directory a service loads for family `name`.
 
     Order: HARK_<NAME>_MODEL (a directory, or a store tag like transcriber:abc123); then, when
-    `artifacts/<name>/` exists, the store entry holding that same ONNX (else the directory itself,
+    `artifacts/<name>/` exists, the store entry holding that same ONNX and card (else the directory itself,
     unregistered); then the newest `name` in the store (images that ship only the store).
     The shipped artifact wins over a newer store entry so that serving follows the checkout.
     """
@@ -122,7 +129,7 @@ def resolve(name: str) -> Path:
         bentoml = None
     if (shipped / "card.json").is_file():
         if bentoml is not None:
-            stored = _stored_with_sha(name, file_sha256(_model_file(shipped, read_card(shipped))))
+            stored = _stored_with(name, _identity(shipped, read_card(shipped)))
             if stored is not None:
                 return Path(stored.path)
             log.warning("%s is not in the BentoML model store; serving it from the checkout "

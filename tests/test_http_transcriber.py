@@ -186,7 +186,13 @@ stored = model_store.resolve("transcriber")
 (a / "transcriber.onnx").write_bytes((a / "transcriber.onnx").read_bytes() + b"\\0")  # a new export
 unregistered = model_store.resolve("transcriber")
 third = model_store.register(a)
-print(json.dumps([first, second, str(stored), str(unregistered), third, str(model_store.resolve("transcriber"))]))
+latest = model_store.resolve("transcriber")
+card = json.loads((a / "card.json").read_text())
+(a / "card.json").write_text(json.dumps({**card, "decode": {"min_note_ms": 70.0}}))  # a card-only re-export
+card_changed = model_store.resolve("transcriber")
+fourth = model_store.register(a)
+print(json.dumps([first, second, str(stored), str(unregistered), third, str(latest), str(card_changed), fourth,
+                  str(model_store.resolve("transcriber"))]))
 """
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "True",
            "HARK_ARTIFACTS_DIR": str(artifacts)}
@@ -194,8 +200,12 @@ print(json.dumps([first, second, str(stored), str(unregistered), third, str(mode
     run = subprocess.run([sys.executable, "-c", script, str(artifacts)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    first, second, stored, unregistered, third, latest = json.loads(run.stdout.splitlines()[-1])
+    first, second, stored, unregistered, third, latest, card_changed, fourth, last = json.loads(run.stdout.splitlines()[-1])
     assert first == second and first.startswith("transcriber:")
     assert Path(stored).parent.parent == tmp_path / "home" / "models"  # served from the store
     assert Path(unregistered) == artifacts / "transcriber"  # the checkout changed: serve it, warn
     assert third != first and Path(latest).name == third.split(":")[1]
+    # The same ONNX under a new card is not the stored entry: serve the checkout, then store it anew.
+    assert Path(card_changed) == artifacts / "transcriber"
+    assert fourth not in (first, third) and Path(last).name == fourth.split(":")[1]
+    assert json.loads((Path(last) / "card.json").read_text())["decode"] == {"min_note_ms": 70.0}
