@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import soundfile as sf
@@ -23,6 +25,7 @@ from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from services.model_store import file_sha256
 
 if TYPE_CHECKING:
+    from benchmarks.scoring import ClipScore
     from services.transcriber_model import TranscriberModel
 
 OUTPUTS = ("onset", "note", "contour")
@@ -75,14 +78,28 @@ def stream_latency(model: "TranscriberModel", clips: list[np.ndarray], params: d
     return worst
 
 
-def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3) -> dict:
+# What the scoring workers read: filled before the pool forks, so the posteriorgrams are shared, not sent.
+_SEARCH: dict = {}
+
+
+def _score_one(job: tuple[int, dict]) -> ClipScore:
+    from benchmarks.scoring import NoteArray, score_clip
+
+    i, params = job
+    est = _SEARCH["model"].decode(_SEARCH["grams"][i], include_pitch_bends=False, **params)
+    return score_clip([_SEARCH["refs"][i]], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
+
+
+def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3,
+                    workers: int | None = None) -> dict:
     """Decoder settings for the best pooled note F1 on validation clips: the onset x frame
     threshold grid first, then coordinate ascent over every setting of DECODE_GRID.
 
     Settings that decide notes late (low thresholds whose short runs only become a note once a
     gap is bridged, say) would break the stream's latency bound, so a candidate is accepted only
-    if streaming the first `stream_clips` clips keeps every note_on within MAX_LATENCY_S."""
-    from benchmarks.scoring import NoteArray, score_clip
+    if streaming the first `stream_clips` clips keeps every note_on within MAX_LATENCY_S.
+    Clips are scored in `workers` processes (default: one per core)."""
+    from benchmarks.scoring import ClipScore, NoteArray
     from services.transcriber_model import TranscriberModel
 
     shipped = TranscriberModel(model_dir)
@@ -92,18 +109,28 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
         grams.append(shipped.posteriorgrams(audios[-1]))
         refs.append(NoteArray.from_rows(clip.notes))
 
+    _SEARCH.update(model=shipped, grams=grams, refs=refs)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(grams)))
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+
     def score(params: dict) -> dict:
-        total = None
-        for g, ref in zip(grams, refs):
-            est = shipped.decode(g, include_pitch_bends=False, **params)
-            s = score_clip([ref], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
-            total = s if total is None else total + s
-        return {k: round(v, 4) for k, v in total.metrics().items()}
+        jobs = [(i, params) for i in range(len(grams))]
+        scores = pool.map(_score_one, jobs) if pool else map(_score_one, jobs)
+        return {k: round(v, 4) for k, v in sum(scores, start=ClipScore()).metrics().items()}
 
     def streams_in_time(params: dict, row: dict) -> bool:
         row["stream_latency_s"] = round(stream_latency(shipped, audios[:stream_clips], params), 3)
         return row["stream_latency_s"] <= MAX_LATENCY_S
 
+    try:
+        return _ascend(score, streams_in_time, rounds) | {"chosen_on": f"{len(grams)} validation clips"}
+    finally:
+        if pool:
+            pool.terminate()
+
+
+def _ascend(score: Callable[[dict], dict], streams_in_time: Callable[[dict, dict], bool], rounds: int) -> dict:
+    """The threshold grid, then coordinate ascent from the best pair that streams in time."""
     trace = []
     pairs = [{**START, "onset_threshold": on, "frame_threshold": fr}
              for on in DECODE_GRID["onset_threshold"] for fr in DECODE_GRID["frame_threshold"]]
@@ -127,7 +154,7 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
                     best, best_m, moved = params, row, True
         if not moved:
             break
-    return {"settings": best, "chosen_on": f"{len(grams)} validation clips", "validation": best_m,
+    return {"settings": best, "validation": best_m,
             "grid": DECODE_GRID, "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
 
 
@@ -146,7 +173,7 @@ def validation_clips(recipe: dict, extra_dirs: list[str] | None = None) -> list:
 
 
 def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True,
-           validation_dirs: list[str] | None = None) -> dict:
+           validation_dirs: list[str] | None = None, workers: int | None = None) -> dict:
     model, state = load_checkpoint(checkpoint)
     cfg = model.cfg
     recipe = state.get("recipe", {})
@@ -184,7 +211,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     }
     write_card(out, card)
     if tune and clips:
-        chosen = choose_decoding(out, clips)
+        chosen = choose_decoding(out, clips, workers=workers)
         settings = dict(chosen["settings"])
         card["thresholds"] = {"onset": settings.pop("onset_threshold"), "frame": settings.pop("frame_threshold")}
         card["decode"] = settings
@@ -230,6 +257,7 @@ def add_arguments_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-data", nargs="+", metavar="DIR", help="validation sets besides the training "
                         "sets' validation slice (default: the recipe's validation_data)")
     parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+    parser.add_argument("--workers", type=int, help="processes scoring the decoder candidates (default: one per core)")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -237,7 +265,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"no checkpoint at {args.checkpoint}: run `hark train transcriber` first")
         return 2
     card = export(args.checkpoint, args.out, tune=not args.no_tune, register=not args.no_register,
-                  validation_dirs=args.validation_data)
+                  validation_dirs=args.validation_data, workers=args.workers)
     print(f"exported {args.out}/transcriber.onnx (parity {card['parity']['max_abs_error']:.2e}, "
           f"thresholds {card['thresholds']}, decode {card.get('decode', {})})")
     return 0
