@@ -33,6 +33,7 @@ HELDOUT_SOUNDFONTS = ["/usr/share/sounds/sf2/TimGM6mb.sf2"]
 # One or two per family: keys, plucked, bowed, voice-like, winds, pads.
 HELDOUT_PROGRAMS = [1, 5, 25, 41, 53, 66, 69, 89]
 _NOT_PITCHED = {47, 55, 109} | set(range(96, 104)) | set(range(112, 128))
+RENDER_TIMEOUT_S = 120  # a 30 s clip renders in about a second
 GENERATOR = 2  # bump when a clip of the same (seed, index) would come out differently
 TRAIN_PROGRAMS = [p for p in range(128) if p not in _NOT_PITCHED and p not in HELDOUT_PROGRAMS]
 
@@ -80,7 +81,7 @@ def render(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.random.Generator)
         pm.write(str(mid))
         fx = ["-R", "1", "-C", "1"] if rng.random() < 0.4 else ["-R", "0", "-C", "0"]
         cmd = ["fluidsynth", "-ni", "-q", *fx, "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav), soundfont, str(mid)]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=RENDER_TIMEOUT_S)
         audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     assert sr == SAMPLE_RATE
     audio = audio.mean(axis=1)
@@ -130,7 +131,13 @@ def make_clip(args: tuple[str, int, dict]) -> dict | None:
         return None
     soundfont = spec["soundfonts"][int(rng.integers(len(spec["soundfonts"])))]
     curves = expression.add_expression(pm, rng, seconds)
-    audio = render(pm, soundfont, rng)[: int(seconds * SAMPLE_RATE)]
+    try:
+        audio = render(pm, soundfont, rng)[: int(seconds * SAMPLE_RATE)]
+    except subprocess.TimeoutExpired:
+        # A few score/soundfont pairs make FluidSynth hang (seen: MuseScore's string ensemble on a
+        # fast reel); one such clip must not sink the whole set.
+        tqdm.write(f"{name}: FluidSynth did not finish within {RENDER_TIMEOUT_S} s; clip skipped ({source})")
+        return None
     delays = onset_delays.delays_for(soundfont, [i.program for i in pm.instruments], Path(spec["cache"]))
     notes = notes_of(pm, delays)
     expression.write_curves(out / "bends" / f"{name}.npy", curves)
