@@ -8,7 +8,9 @@ offline, re-run over the recent settled frames:
 
 - `note_on` once a note's start can no longer move (its attack window and the shortest note
   length are settled), so the latency after an onset is lookahead + settle + up to one step;
-- `note_off` once the key has been quiet longer than the decoder bridges, with the pitch bends.
+- `note_off` once the key has been quiet longer than the decoder bridges, with the pitch bends;
+- nothing for a note that first appears long after its start settled: that is the decoder
+  re-reading a segment whose beginning the kept history no longer holds, not a new note.
 
 Frames every window sees with at least `lookahead` frames on each side, as offline with its
 `margin`, so the streamed notes match the offline ones up to small numeric differences.
@@ -58,6 +60,7 @@ class StreamingTranscriber:
         self.received = 0  # samples pushed so far
         self.finished = False
         self.settled = 0  # frames of the stream settled so far
+        self.decoded_to = 0  # self.settled at the last decode
         self.base = 0  # stream frame of grams[*][0]
         self.grams: dict[str, np.ndarray] = {}
         self.open: list[_Open] = []
@@ -134,6 +137,10 @@ class StreamingTranscriber:
                     continue  # the tail of a note already finished
                 if not final and start + self.settle > self.settled:
                     continue  # its start could still move
+                if start + self.settle + self.max_gap < self.decoded_to:
+                    # Certain, with any bridged gap joined, before the last decode, yet not
+                    # reported then: the decoder re-reading a segment the history edge cut into.
+                    continue
                 self.open.append(_Open(key, start, shifted))
                 events.append(_event("note_on", shifted))
                 match = len(self.open) - 1
@@ -150,6 +157,7 @@ class StreamingTranscriber:
                 self.closed.append((o.key, o.start, int(round(o.note.end_s * self.frame_rate))))
                 o.key = -1
         self.open = [o for o in self.open if o.key >= 0]
+        self.decoded_to = self.settled
         self._forget()
         return events
 
