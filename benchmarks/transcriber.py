@@ -117,18 +117,11 @@ class HarkStreamSystem(HarkSystem):
         self.latencies: list[float] = []
 
     def transcribe(self, path: Path) -> NoteArray:
-        from services.streaming import StreamingTranscriber
+        from services.streaming import stream_audio
 
         audio = _decode(path, self.model.sample_rate)
-        stream = StreamingTranscriber(self.model, self.model.decode_defaults())
-        chunk = int(self.CHUNK_S * self.model.sample_rate)
-        events = []
-        for i in range(0, audio.size, chunk):
-            for e in stream.push(audio[i:i + chunk]):
-                events.append(e)
-                if e["type"] == "note_on":
-                    self.latencies.append(stream.seconds_received - e["start_s"])
-        events += stream.finish()
+        events, latencies = stream_audio(self.model, audio, self.model.decode_defaults(), self.CHUNK_S)
+        self.latencies += latencies
         return NoteArray.from_rows((e["start_s"], e["end_s"], e["pitch_midi"]) for e in events if e["type"] == "note_off")
 
     def latency(self) -> dict[str, float]:

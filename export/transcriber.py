@@ -12,8 +12,9 @@ import argparse
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -66,16 +67,11 @@ def parity_report(model: Transcriber, onnx_path: Path, real_audio: np.ndarray | 
 def stream_latency(model: "TranscriberModel", clips: list[np.ndarray], params: dict, chunk_s: float = 0.1) -> float:
     """Worst delay, in seconds of audio, between a note's start and its note_on when the clips
     are streamed in `chunk_s` chunks with these decoder settings."""
-    from services.streaming import StreamingTranscriber
+    from services.streaming import stream_audio
 
-    chunk, worst = int(chunk_s * model.sample_rate), 0.0
-    for audio in clips:
-        stream = StreamingTranscriber(model, {**model.decode_defaults(), **params})
-        for i in range(0, audio.size, chunk):
-            for e in stream.push(audio[i:i + chunk]):
-                if e["type"] == "note_on":
-                    worst = max(worst, stream.seconds_received - e["start_s"])
-    return worst
+    settings = {**model.decode_defaults(), **params}
+    latencies = [stream_audio(model, audio, settings, chunk_s, flush=False)[1] for audio in clips]
+    return max([0.0, *(lat for per_clip in latencies for lat in per_clip)])
 
 
 # What the scoring workers read: filled before the pool forks, so the posteriorgrams are shared, not sent.

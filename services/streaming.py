@@ -173,6 +173,25 @@ class StreamingTranscriber:
         self.closed = [(k, s, e) for k, s, e in self.closed if e >= self.base - _SAME_NOTE_FRAMES]
 
 
+def stream_audio(model: Any, audio: np.ndarray, decode_params: dict[str, Any], chunk_s: float = 0.1,
+                 flush: bool = True) -> tuple[list[dict[str, Any]], list[float]]:
+    """Feed a whole recording in `chunk_s` chunks, as a recorder would. Returns the events (with
+    the final flush unless `flush` is False) and, per note_on before the flush, how much audio had
+    arrived when it left, after its note's start: the latency a listener sees, minus compute."""
+    stream = StreamingTranscriber(model, decode_params)
+    chunk = int(chunk_s * model.sample_rate)
+    events: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    for i in range(0, audio.size, chunk):
+        for e in stream.push(audio[i:i + chunk]):
+            events.append(e)
+            if e["type"] == "note_on":
+                latencies.append(stream.seconds_received - e["start_s"])
+    if flush:
+        events += stream.finish()
+    return events, latencies
+
+
 def _shift(n: Note, offset_s: float) -> Note:
     return Note(start_s=n.start_s + offset_s, end_s=n.end_s + offset_s, pitch_midi=n.pitch_midi,
                 velocity=n.velocity, pitch_bends=n.pitch_bends)
