@@ -93,6 +93,13 @@ def graphs_card(name: str, step: int, out: Path, files: dict[str, str], model: s
     }
 
 
+def training_card(state: dict, checkpoint: Path, **counts: int) -> dict[str, Any]:
+    """The card's `training` section: how long the checkpoint trained, in which runs, and the
+    parameter `counts` the exporter measured."""
+    return {"steps": state["step"], "epochs": state.get("epoch"), "wall_s": round(state.get("wall_s", 0.0), 1),
+            **counts, "stages": state.get("stages", []), "checkpoint": str(checkpoint)}
+
+
 def write_card(out_dir: Path, card: dict) -> Path:
     """Merge into an existing card, so the eval section written later by `hark eval` survives
     a re-export of the same model; a different model drops it."""

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from export.onnx_export import export_onnx, git_commit, parity, write_card
+from export.onnx_export import export_onnx, git_commit, parity, training_card, write_card
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from services.model_store import file_sha256
 
@@ -199,9 +199,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
         "config": {"model": cfg.to_dict(), "recipe": recipe},
         "data": _data_description(recipe.get("data", []), recipe.get("validation_every", 50),
                                   recipe.get("validation_data", []) if validation_dirs is None else validation_dirs),
-        "training": {"steps": state["step"], "epochs": state.get("epoch"), "wall_s": round(state.get("wall_s", 0.0), 1),
-                     "parameters": sum(p.numel() for p in model.parameters()),
-                     "checkpoint": str(checkpoint)},
+        "training": training_card(state, checkpoint, parameters=sum(p.numel() for p in model.parameters())),
         "parity": par,
         "git_commit": git_commit(),
     }

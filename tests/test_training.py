@@ -1,4 +1,5 @@
 """Training smoke runs: the loss goes down, resume continues from the checkpoint, DDP runs."""
+import argparse
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from synth_data import write_set
+from training.loop import add_loop_arguments, apply_loop_arguments, earlier_stages
 from training.transcriber import TranscriberRecipe, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +44,18 @@ def test_loss_goes_down_and_resume_continues(tone_set, tmp_path):
 
     saved = torch.load(run / "last.pt", weights_only=False)
     assert saved["step"] == 40
-    second = train(tiny_recipe(tone_set, run, steps=45), resume=True)
+    assert [(r["until_step"], r["device"], r["batch_size"]) for r in saved["stages"]] == [(40, "cpu", 4)]
+    recipe = tiny_recipe(tone_set, run, steps=45)
+    recipe.loop.batch_size = 2  # a fine-tune with another budget is a second stage of the history
+    second = train(recipe, resume=True)
     assert second["steps"] == 45
     steps = [m["step"] for m in read_metrics(run)]
     assert steps == list(range(1, 46)), "resume must continue at step 41, not start over"
     resumed = torch.load(run / "last.pt", weights_only=False)
     key = next(k for k in saved["model"] if k.endswith("weight"))
     assert not torch.equal(saved["model"][key], resumed["model"][key])
+    assert [(r["until_step"], r["batch_size"]) for r in resumed["stages"]] == [(40, 4), (45, 2)]
+    assert resumed["stages"][1]["wall_s"] >= resumed["stages"][0]["wall_s"]
 
 
 def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
@@ -67,3 +74,21 @@ def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 3
     assert len(read_metrics(run)) == 3  # only rank 0 writes
+
+
+def test_a_checkpoint_from_before_histories_counts_as_one_stage():
+    old = {"step": 8557, "wall_s": 618.1, "recipe": {"loop": {"device": "cuda", "batch_size": 64, "lr": 8e-4}},
+           "data_summary": {"minutes": 43.9}}
+    (stage,) = earlier_stages(old)
+    assert (stage["until_step"], stage["wall_s"], stage["batch_size"], stage["data_minutes"]) == (8557, 618.1, 64, 43.9)
+    assert earlier_stages({**old, "stages": [stage, stage]}) == [stage, stage]
+
+
+def test_command_line_overrides_reach_the_recipe(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_loop_arguments(parser)
+    recipe = tiny_recipe(tmp_path, tmp_path / "run", steps=10)
+    apply_loop_arguments(recipe, parser.parse_args(["--lr", "6e-4", "--batch-size", "128", "--steps", "60000",
+                                                    "--run-dir", str(tmp_path / "other")]))
+    assert (recipe.loop.lr, recipe.loop.batch_size, recipe.loop.steps) == (6e-4, 128, 60000)
+    assert recipe.loop.warmup_steps == 2 and recipe.run_dir == str(tmp_path / "other")

@@ -80,6 +80,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def _device_name(device: torch.device, world: int) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return name if world == 1 else f"{world} x {name}"
+
+
 def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -87,6 +92,23 @@ def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
     if cfg.anneal_by_time and cfg.max_minutes:
         progress = max(progress, minutes / cfg.max_minutes)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def run_stage(step: int, wall_s: float, loop: dict, data: dict | None) -> dict:
+    """One run in a checkpoint's history (a resume starts a new one): where it ended and with
+    which budget, so a model trained in stages (a CPU run fine-tuned on a GPU, say) says so."""
+    keys = ("device", "batch_size", "lr", "steps", "max_minutes", "num_workers")
+    return {"until_step": step, "wall_s": round(wall_s, 1), **{k: loop.get(k) for k in keys},
+            "data_minutes": (data or {}).get("minutes")}
+
+
+def earlier_stages(state: dict) -> list[dict]:
+    """The runs that made a checkpoint being resumed; one saved before histories were kept
+    counts as a single run described by its own recipe."""
+    if "stages" in state:
+        return list(state["stages"])
+    return [run_stage(state["step"], state.get("wall_s", 0.0), state.get("recipe", {}).get("loop", {}),
+                      state.get("data_summary"))]
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -151,7 +173,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         critic.to(device)
         critic_opt = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=cfg.betas,
                                        weight_decay=cfg.weight_decay)
-    step, epoch, wall_before = 0, 0, 0.0
+    step, epoch, wall_before, stages = 0, 0, 0.0, []
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         _load_float(model, state["model"])
@@ -164,6 +186,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         elif d.main:
             print("checkpoint has no optimizer state (a slim checkpoint): fresh optimizer moments")
         step, epoch, wall_before = state["step"], state["epoch"], state.get("wall_s", 0.0)
+        stages = earlier_stages(state)
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}")
     net = DistributedDataParallel(model) if d.world > 1 else model
@@ -186,8 +209,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         if d.main:
             critic_state: dict[str, Any] = {} if critic is None else {
                 "critic": critic.state_dict(), "critic_optimizer": critic_opt.state_dict()}
+            wall = wall_before + time.time() - start
+            run = run_stage(step, wall, {**cfg.model_dump(), "device": _device_name(device, d.world)},
+                            (extra_state or {}).get("data_summary"))
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                        "epoch": epoch, "wall_s": wall_before + time.time() - start,
+                                        "epoch": epoch, "wall_s": wall, "stages": stages + [run],
                                         **critic_state, **(extra_state or {})})
 
     # SIGTERM/SIGINT (a session ending, Ctrl-C) finish the current step and write a checkpoint.
@@ -260,13 +286,14 @@ def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, help="override loop.max_minutes (stop with a checkpoint)")
     parser.add_argument("--batch-size", type=int, help="override loop.batch_size")
     parser.add_argument("--num-workers", type=int, help="override loop.num_workers (data loading processes)")
+    parser.add_argument("--lr", type=float, help="override loop.lr, the peak learning rate (a critic keeps loop.critic_lr)")
     parser.add_argument("--run-dir", help="override run_dir (checkpoints and metrics.jsonl)")
     parser.add_argument("--data", nargs="+", help="override the training set directories")
 
 
 def apply_loop_arguments(recipe: Any, args: argparse.Namespace) -> None:
     """Apply `add_loop_arguments` overrides to a recipe with `loop`, `run_dir` and `data` fields."""
-    for key in ("device", "steps", "max_minutes", "batch_size", "num_workers"):
+    for key in ("device", "steps", "max_minutes", "batch_size", "num_workers", "lr"):
         if getattr(args, key, None) is not None:
             setattr(recipe.loop, key, getattr(args, key))
     if args.run_dir:
