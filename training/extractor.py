@@ -142,7 +142,8 @@ class ExtractorLoss:
 def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
     mcfg = ExtractorConfig(**recipe.model)
     model = Extractor(mcfg)
-    model.enroll.load_resemblyzer()
+    if not (resume and (Path(recipe.run_dir) / "last.pt").exists()):  # a resume brings its own weights
+        model.enroll.load_resemblyzer()
     s = recipe.scenes
     voices = Voices.load(recipe.data, "train", s.dvectors)
     bank = RoomBank.load(s.bank)
