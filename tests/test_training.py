@@ -80,7 +80,8 @@ def test_a_checkpoint_from_before_histories_counts_as_one_stage():
     old = {"step": 8557, "wall_s": 618.1, "recipe": {"loop": {"device": "cuda", "batch_size": 64, "lr": 8e-4}},
            "data_summary": {"minutes": 43.9}}
     (stage,) = earlier_stages(old)
-    assert (stage["until_step"], stage["wall_s"], stage["batch_size"], stage["data_minutes"]) == (8557, 618.1, 64, 43.9)
+    assert (stage["until_step"], stage["wall_s"], stage["batch_size"]) == (8557, 618.1, 64)
+    assert stage["data"] == {"minutes": 43.9}
     assert earlier_stages({**old, "stages": [stage, stage]}) == [stage, stage]
 
 

@@ -98,8 +98,7 @@ def run_stage(step: int, wall_s: float, loop: dict, data: dict | None) -> dict:
     """One run in a checkpoint's history (a resume starts a new one): where it ended and with
     which budget, so a model trained in stages (a CPU run fine-tuned on a GPU, say) says so."""
     keys = ("device", "batch_size", "lr", "steps", "max_minutes", "num_workers")
-    return {"until_step": step, "wall_s": round(wall_s, 1), **{k: loop.get(k) for k in keys},
-            "data_minutes": (data or {}).get("minutes")}
+    return {"until_step": step, "wall_s": round(wall_s, 1), **{k: loop.get(k) for k in keys}, "data": data or {}}
 
 
 def earlier_stages(state: dict) -> list[dict]:
