@@ -96,8 +96,31 @@ def test_a_dry_batch_mixes_to_the_cpu_batch(bank) -> None:
     from training.extractor import mix_on_device
 
     renderer = _renderer(bank)
-    mixed, device = _batch(renderer, False), mix_on_device(_batch(renderer, True), enroll_examples=3)
+    mixed, device = _batch(renderer, False), mix_on_device(_batch(renderer, True))
     for key in ("mixture", "target"):
         assert _close(device[key].numpy(), mixed[key].numpy()) < 1e-4
-    assert device["enroll_mels"].shape == (3, 160, 80)
-    assert _close(device["enroll_mels"].numpy(), mixed["enroll_mels"][:3].numpy()) < 1e-4
+    assert device["enroll_mels"].shape == (4, 160, 80)
+    assert _close(device["enroll_mels"].numpy(), mixed["enroll_mels"].numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("teacher_prob", [0.0, 1.0])
+def test_the_separator_hears_the_encoders_embedding_of_every_example(bank, teacher_prob: float) -> None:
+    renderer = _renderer(bank)
+    torch.manual_seed(0)
+    model = Extractor(ExtractorConfig(hidden=32, layers=2, enroll_hidden=32, enroll_layers=1))
+    heard = []
+
+    class Listening(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = model
+
+        def forward(self, mixture, embedding):
+            heard.append(embedding.detach())
+            return model(mixture, embedding)
+
+    batch = _batch(renderer, False)
+    ExtractorLoss(LossConfig(enroll_examples=1, teacher_prob=teacher_prob))(Listening(), batch)
+    with torch.no_grad():
+        expected = batch["dvector"] if teacher_prob else model.enroll(batch["enroll_mels"])
+    assert heard[0].shape == (4, 256) and torch.allclose(heard[0], expected, atol=1e-5)
