@@ -54,7 +54,7 @@ class LossConfig(BaseModel):
     enroll_examples: int = 4
     # The separator hears the teacher's d-vector only w.p. teacher_prob, else the encoder's own
     # embedding: one 1.6 s window, even of dry speech, sits at cosine ~0.8 from the teacher, and a
-    # separator that mostly hears the 239 exact teacher vectors falls apart on real enrollments.
+    # separator that mostly heard the exact teacher vectors leaned on a code it is never served.
     teacher_prob: float = 0.1
     snr_cap_db: float = 30.0
 
