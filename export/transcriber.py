@@ -70,8 +70,8 @@ def stream_latency(model: "TranscriberModel", clips: list[np.ndarray], params: d
     from services.streaming import stream_audio
 
     settings = {**model.decode_defaults(), **params}
-    latencies = [stream_audio(model, audio, settings, chunk_s, flush=False)[1] for audio in clips]
-    return max([0.0, *(lat for per_clip in latencies for lat in per_clip)])
+    return max((lat for audio in clips for lat in stream_audio(model, audio, settings, chunk_s, flush=False)[1]),
+               default=0.0)
 
 
 # What the scoring workers read: filled before the pool forks, so the posteriorgrams are shared, not sent.

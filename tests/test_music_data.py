@@ -1,5 +1,7 @@
 """Rendered training data: deterministic by seed, exact truth, held-out pieces and timbres kept apart."""
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +57,6 @@ def test_rendered_set_is_deterministic_with_truth(tmp_path):
 
 @needs_fluidsynth
 def test_a_clip_fluidsynth_hangs_on_is_skipped_and_the_set_still_written(tmp_path, monkeypatch):
-    import subprocess
-
     real_render, calls = music.render, []
 
     def hang_on_first(pm, soundfont, rng):  # one rendering process (workers=1): clip 0 comes first
@@ -68,8 +68,6 @@ def test_a_clip_fluidsynth_hangs_on_is_skipped_and_the_set_still_written(tmp_pat
     monkeypatch.setattr(music, "render", hang_on_first)
     out = music.build_set(tmp_path / "s", split="heldout", minutes=0.15, seed=7, clip_seconds=3.0, workers=1,
                           texture_share=1.0)
-    import json
-
     made = json.loads((out / "manifest.json").read_text())["clips"]
     assert [c["name"] for c in made] == ["heldout_000001", "heldout_000002"]
     assert sorted(p.stem for p in (out / "notes").glob("*.csv")) == ["heldout_000001", "heldout_000002"]
