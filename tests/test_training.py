@@ -57,6 +57,14 @@ def test_loss_goes_down_and_resume_continues(tone_set, tmp_path):
     assert [(r["until_step"], r["batch_size"]) for r in resumed["stages"]] == [(40, 4), (45, 2)]
     assert resumed["stages"][1]["wall_s"] >= resumed["stages"][0]["wall_s"]
 
+    recipe = tiny_recipe(tone_set, run, steps=50)
+    recipe.loop.restart_schedule = True  # a warm restart: warmup and cosine again over steps 46-50
+    train(recipe, resume=True)
+    lrs = {m["step"]: m["lr"] for m in read_metrics(run)}
+    assert lrs[45] < 0.1 * recipe.loop.lr, "the first schedule had annealed"
+    assert lrs[46] == pytest.approx(recipe.loop.lr / 2) and lrs[47] == pytest.approx(recipe.loop.lr)
+    assert lrs[50] < lrs[49] < lrs[48]
+
 
 def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
     run = tmp_path / "ddp"
@@ -92,4 +100,7 @@ def test_command_line_overrides_reach_the_recipe(tmp_path):
     apply_loop_arguments(recipe, parser.parse_args(["--lr", "6e-4", "--batch-size", "128", "--steps", "60000",
                                                     "--run-dir", str(tmp_path / "other")]))
     assert (recipe.loop.lr, recipe.loop.batch_size, recipe.loop.steps) == (6e-4, 128, 60000)
+    assert not recipe.loop.restart_schedule and not recipe.loop.anneal_by_time
+    apply_loop_arguments(recipe, parser.parse_args(["--restart-schedule", "--anneal-by-time"]))
+    assert recipe.loop.restart_schedule and recipe.loop.anneal_by_time and recipe.loop.lr == 6e-4
     assert recipe.loop.warmup_steps == 2 and recipe.run_dir == str(tmp_path / "other")

@@ -36,6 +36,9 @@ class LoopConfig(BaseModel):
     # Anneal by whichever budget runs out first, steps or max_minutes: the same config then ends
     # with a decayed learning rate on a slow CPU and on a fast GPU.
     anneal_by_time: bool = False
+    # On a resume, warm up and anneal again over what is left of the budget (steps and minutes)
+    # rather than carry on the old curve: a CPU-trained model fine-tuned on a GPU, say.
+    restart_schedule: bool = False
     batch_size: int = 16
     lr: float = 3e-3
     critic_lr: float | None = None  # adversarial recipes only; default lr
@@ -97,7 +100,7 @@ def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
 def run_stage(step: int, wall_s: float, loop: dict, data: dict | None) -> dict:
     """One run in a checkpoint's history (a resume starts a new one): where it ended and with
     which budget, so a model trained in stages (a CPU run fine-tuned on a GPU, say) says so."""
-    keys = ("device", "batch_size", "lr", "steps", "max_minutes", "num_workers")
+    keys = ("device", "batch_size", "lr", "steps", "max_minutes", "num_workers", "restart_schedule")
     return {"until_step": step, "wall_s": round(wall_s, 1), **{k: loop.get(k) for k in keys}, "data": data or {}}
 
 
@@ -188,6 +191,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         stages = earlier_stages(state)
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}")
+    step0, wall0, schedule = 0, 0.0, cfg
+    if cfg.restart_schedule and step > 0:
+        step0, wall0 = step, wall_before
+        schedule = cfg.model_copy(update={"steps": cfg.steps - step, "max_minutes": cfg.max_minutes and
+                                          cfg.max_minutes - wall_before / 60})
     net = DistributedDataParallel(model) if d.world > 1 else model
     critic_step = None
     if critic is not None:
@@ -227,7 +235,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
             dataset.set_epoch(epoch)
         for batch in DataLoader(dataset, shuffle=False, **loader_kw):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            lr = lr_at(step, cfg, (wall_before + time.time() - start) / 60)
+            lr = lr_at(step - step0, schedule, (wall_before - wall0 + time.time() - start) / 60)
             for g in opt.param_groups:
                 g["lr"] = lr
             net.train()
@@ -286,6 +294,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="override loop.batch_size")
     parser.add_argument("--num-workers", type=int, help="override loop.num_workers (data loading processes)")
     parser.add_argument("--lr", type=float, help="override loop.lr, the peak learning rate (a critic keeps loop.critic_lr)")
+    parser.add_argument("--restart-schedule", action="store_true",
+                        help="with --resume: warm up and anneal again over the steps and minutes left")
+    parser.add_argument("--anneal-by-time", action="store_true",
+                        help="set loop.anneal_by_time: anneal by whichever of steps and max-minutes runs out first")
     parser.add_argument("--run-dir", help="override run_dir (checkpoints and metrics.jsonl)")
     parser.add_argument("--data", nargs="+", help="override the training set directories")
 
@@ -295,6 +307,9 @@ def apply_loop_arguments(recipe: Any, args: argparse.Namespace) -> None:
     for key in ("device", "steps", "max_minutes", "batch_size", "num_workers", "lr"):
         if getattr(args, key, None) is not None:
             setattr(recipe.loop, key, getattr(args, key))
+    for flag in ("restart_schedule", "anneal_by_time"):
+        if getattr(args, flag, False):
+            setattr(recipe.loop, flag, True)
     if args.run_dir:
         recipe.run_dir = args.run_dir
     if args.data:
