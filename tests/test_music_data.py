@@ -116,4 +116,5 @@ def test_slow_attacks_are_labelled_later_than_struck_notes():
         pm.instruments.append(inst)
     notes = music.notes_of(pm, delays)
     assert notes[:, 0].tolist() == pytest.approx([1.0 + delays[0], 1.0 + delays[49]])
+    assert notes[:, 1].tolist() == pytest.approx([2.0 + delays[0], 2.0 + delays[49]])  # the span moves whole
     assert notes[:, 4].tolist() == [0, 1]

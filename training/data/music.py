@@ -90,11 +90,14 @@ def render(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.random.Generator)
 
 
 def notes_of(pm: pretty_midi.PrettyMIDI, delays: dict[int, float] | None = None) -> np.ndarray:
-    """[n, 5] rows (onset_s, offset_s, pitch, velocity, track), onsets moved by the program's
-    audible delay (never past the last 20 ms of the note)."""
+    """[n, 5] rows (onset_s, offset_s, pitch, velocity, track): the MIDI span moved by the
+    program's audible delay (the onset never past the last 20 ms of the note). Both ends move: in
+    a legato line the next note takes over when it becomes audible, and annotators of recordings
+    end a note there; an offset left at the note-off taught a silent gap between legato notes."""
     delays = delays or {}
-    rows = [(min(n.start + delays.get(inst.program, 0.0), max(n.end - 0.02, n.start)), n.end, n.pitch, n.velocity, i)
-            for i, inst in enumerate(pm.instruments) for n in inst.notes]
+    rows = [(min(n.start + d, max(n.end - 0.02, n.start)), n.end + d, n.pitch, n.velocity, i)
+            for i, inst in enumerate(pm.instruments) for n in inst.notes
+            for d in [delays.get(inst.program, 0.0)]]
     return np.array(sorted(rows), dtype=np.float64).reshape(-1, 5)
 
 
