@@ -95,9 +95,10 @@ def notes_of(pm: pretty_midi.PrettyMIDI, delays: dict[int, float] | None = None)
     a legato line the next note takes over when it becomes audible, and annotators of recordings
     end a note there; an offset left at the note-off taught a silent gap between legato notes."""
     delays = delays or {}
-    rows = [(min(n.start + d, max(n.end - 0.02, n.start)), n.end + d, n.pitch, n.velocity, i)
-            for i, inst in enumerate(pm.instruments) for n in inst.notes
-            for d in [delays.get(inst.program, 0.0)]]
+    rows = []
+    for i, inst in enumerate(pm.instruments):
+        d = delays.get(inst.program, 0.0)
+        rows += [(min(n.start + d, max(n.end - 0.02, n.start)), n.end + d, n.pitch, n.velocity, i) for n in inst.notes]
     return np.array(sorted(rows), dtype=np.float64).reshape(-1, 5)
 
 
