@@ -1,13 +1,15 @@
 """Streaming transcription: audio chunks in as they are recorded, note events out.
 
 The model is not causal: frame t is settled once it has `lookahead` frames of audio after it.
-Every `step` new frames, one window ending at the newest sample is run and its settled frames
-are appended to the posteriorgrams; the window is `context + step + lookahead` frames, the
-context covering the front end's longest analysis window. Notes come from the same decoder as
-offline, re-run over the recent settled frames:
+Each push runs one window ending at the newest sample over every frame that can settle (at
+least `step` of them, so tiny chunks do not run the model per frame) and appends them to the
+posteriorgrams; the window is `context + new + lookahead` frames, the context covering the front
+end's longest analysis window. Notes come from the same decoder as offline, re-run over the
+recent settled frames:
 
 - `note_on` once a note's start can no longer move (its attack window and the shortest note
-  length are settled), so the latency after an onset is lookahead + settle + up to one step;
+  length are settled), so the latency after an onset is lookahead + settle + up to one step,
+  plus the wait for the chunk that completes them;
 - `note_off` once the key has been quiet longer than the decoder bridges, with the pitch bends;
 - nothing for a note that first appears long after its start settled: that is the decoder
   re-reading a segment whose beginning the kept history no longer holds, not a new note.
@@ -25,7 +27,8 @@ import numpy as np
 from services.notes import Note, decode_notes, note_to_dict
 
 LOOKAHEAD_FRAMES = 22  # ~0.26 s at 86 frames/s: with settle and step, note_on stays under 0.5 s
-STEP_FRAMES = 4  # ~0.05 s between model runs
+STEP_FRAMES = 4  # ~0.05 s: the fewest new frames worth a model run
+MAX_RUN_FRAMES = 172  # a long chunk settles in windows of at most this many new frames
 CONTEXT_FRAMES = 44  # > half the longest front-end window (16384 samples = 64 frames)
 HISTORY_FRAMES = 172  # settled frames kept for decoding besides those of open notes
 _SAME_NOTE_FRAMES = 3
@@ -49,13 +52,13 @@ class StreamingTranscriber:
         self.params = dict(decode_params)
         self.hop = model.hop
         self.frame_rate = model.frame_rate
-        self.lookahead, self.step = lookahead_frames, step_frames
-        fixed = model.fixed_window_frames
-        # A model with a fixed input length runs its own window; the settled frames are then
-        # the ones `lookahead` before its end.
-        self.window_frames = fixed or (context_frames + step_frames + lookahead_frames)
+        self.lookahead, self.step, self.context = lookahead_frames, step_frames, context_frames
+        # A model with a fixed input length runs its own window, `step` new frames at a time;
+        # the settled frames are then the ones `lookahead` before its end.
+        self.fixed = model.fixed_window_frames
+        self.max_run = step_frames if self.fixed else MAX_RUN_FRAMES
         # Before the stream starts there is silence, as before an offline file.
-        self.audio = np.zeros(self.window_frames * self.hop, dtype=np.float32)
+        self.audio = np.zeros((self.fixed or context_frames + step_frames + lookahead_frames) * self.hop, np.float32)
         self.audio_start = -self.audio.size  # stream sample index of self.audio[0]
         self.received = 0  # samples pushed so far
         self.finished = False
@@ -84,7 +87,7 @@ class StreamingTranscriber:
         events: list[dict[str, Any]] = []
         available = self.received // self.hop - self.lookahead  # frames that could settle now
         while available - self.settled >= self.step:
-            self._run_window(self.settled + self.step)
+            self._run_window(min(available, self.settled + self.max_run))
             events += self._decode(final=False)
         return events
 
@@ -96,14 +99,15 @@ class StreamingTranscriber:
         total = max(1, -(-self.received // self.hop))
         self.audio = np.concatenate([self.audio, np.zeros((self.lookahead + 1) * self.hop, np.float32)])
         while self.settled < total:
-            self._run_window(min(self.settled + self.step, total))
+            self._run_window(min(self.settled + self.max_run, total))
         return self._decode(final=True)
 
     def _run_window(self, settle_to: int) -> None:
         """Run the window whose frames up to `settle_to` (exclusive) are settled."""
-        start_frame = settle_to + self.lookahead - self.window_frames
+        frames = self.fixed or self.context + (settle_to - self.settled) + self.lookahead
+        start_frame = settle_to + self.lookahead - frames
         a = start_frame * self.hop - self.audio_start
-        out = self.model.run_window(self.audio[a:a + self.window_frames * self.hop])
+        out = self.model.run_window(self.audio[a:a + frames * self.hop])
         first = self.settled - start_frame
         for name, value in out.items():
             new = value[first:settle_to - start_frame]
@@ -133,8 +137,8 @@ class StreamingTranscriber:
             if match is None:
                 if start <= self.base + _SAME_NOTE_FRAMES and self.base > 0:
                     continue  # cut by the history edge: its start is not known
-                if any(k == key and s - _SAME_NOTE_FRAMES <= start <= e for k, s, e in self.closed):
-                    continue  # the tail of a note already finished
+                if any(k == key and s - _SAME_NOTE_FRAMES <= start < e for k, s, e in self.closed):
+                    continue  # the tail of a note already finished (a re-attack starts at its end)
                 if not final and start + self.settle > self.settled:
                     continue  # its start could still move
                 if start + self.settle + self.max_gap < self.decoded_to:
