@@ -17,7 +17,9 @@ The decoder works per key:
    or an onset well above threshold (`retrigger_threshold`). This is what keeps one long held note
    from being chopped into several (the most common error of Basic-Pitch-style decoders).
 4. A segment, or its head, with no onset at all is still a note when the key sounds strongly
-   enough (`recover_sustained`): bowed, blown and sung notes often have no sharp attack.
+   enough (`recover_sustained`): bowed, blown and sung notes often have no sharp attack. With
+   `evidence_window_ms`, that onset or level must come within so long of the note's start, so
+   a stream can decide the note that soon.
 5. Notes shorter than min_note_ms are dropped; velocity comes from the mean note activation;
    pitch bends follow the contour's peak within +-2 semitones of the key (`_pitch_bends`).
 """
@@ -103,6 +105,7 @@ class _Rules:
     attack_window: int
     dip_ratio: float
     recover_sustained: bool
+    evidence_window: int  # frames; 0: anywhere in the note
 
 
 def _is_new_attack(prev: int, p: int, ons: np.ndarray, act: np.ndarray, end: int, r: _Rules) -> bool:
@@ -157,9 +160,9 @@ def _key_notes(ons: np.ndarray, act: np.ndarray, peaks: np.ndarray, r: _Rules) -
             if e - s < r.min_frames:
                 continue
             if not has_onset:
-                inside = ons[s:e]
-                onset_inside = inside.size and inside.max() >= r.onset_threshold
-                sustained = r.recover_sustained and act[s:e].max() >= r.sustain_threshold
+                look = min(e, s + r.evidence_window) if r.evidence_window else e
+                onset_inside = ons[s:look].max() >= r.onset_threshold
+                sustained = r.recover_sustained and act[s:look].max() >= r.sustain_threshold
                 if not (onset_inside or sustained):
                     continue
             spans.append((s, e))
@@ -230,6 +233,7 @@ def decode_notes(
     attack_window_ms: float = 35.0,
     dip_ratio: float = 0.75,
     overtone_ratio: float = 0.0,
+    evidence_window_ms: float = 0.0,
     min_midi: int = MIN_MIDI,
     bins_per_semitone: int = BINS_PER_SEMITONE,
 ) -> list[Note]:
@@ -243,6 +247,8 @@ def decode_notes(
         the new onset.
     overtone_ratio: if > 0, drop notes 12/19/24 semitones above a note that starts together with
         them and whose mean activation is larger by 1/overtone_ratio (off by default).
+    evidence_window_ms: if > 0, a note with no onset at its start is kept only if its onset or
+        sustain evidence comes within this long of the start (0: anywhere in the note).
     """
     onset = np.asarray(onset, dtype=np.float32)
     note = np.asarray(note, dtype=np.float32)
@@ -267,6 +273,7 @@ def decode_notes(
         attack_window=max(1, int(round(attack_window_ms * frame_rate / 1000.0))),
         dip_ratio=dip_ratio,
         recover_sustained=recover_sustained,
+        evidence_window=int(round(evidence_window_ms * frame_rate / 1000.0)),
     )
     pitches = min_midi + np.arange(keys)
     hz = 440.0 * 2.0 ** ((pitches - 69.0) / 12.0)

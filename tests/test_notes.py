@@ -114,6 +114,17 @@ def test_onset_threshold_and_notes_without_onsets():
     assert decode(o, n, c, onset_threshold=0.8, sustain_threshold=0.6, recover_sustained=False) == []
 
 
+def test_evidence_window_bounds_how_late_a_note_without_onset_may_prove_itself():
+    o, n, c = grams()
+    add_note(o, n, c, 60, 20, 90, level=0.5, onset_peak=None)
+    n[18:20, 60 - 21] = [0.3, 0.4]  # a slow swell ...
+    n[50:90, 60 - 21] = 0.9  # ... that is only loud enough for sustained recovery 0.35 s in
+    (note,) = decode(o, n, c, sustain_threshold=0.8)
+    assert round(note.start_s * FR) == 18
+    assert decode(o, n, c, sustain_threshold=0.8, evidence_window_ms=200.0) == []
+    assert len(decode(o, n, c, sustain_threshold=0.8, evidence_window_ms=400.0)) == 1
+
+
 def test_inferred_onsets_follow_a_sharp_rise_of_the_note():
     o, n, c = grams()
     add_note(o, n, c, 50, 30, 90, level=0.9, onset_peak=0.2)  # the onset head under-rates it
