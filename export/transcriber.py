@@ -39,9 +39,18 @@ DECODE_GRID: dict[str, tuple[float, ...]] = {
     "dip_ratio": (0.5, 0.6, 0.75, 0.85, 0.95),
     "max_gap_ms": (0.0, 35.0, 70.0, 100.0, 150.0, 200.0),
     "attack_window_ms": (12.0, 23.0, 35.0, 58.0, 81.0),
+    # Notes below frame_threshold never form, so only ratios above it can drop an overtone.
+    "overtone_ratio": (0.0, 0.7, 0.8, 0.9, 1.0),
+    # A note without an attack must prove itself this soon: what lets high onset thresholds
+    # stream within the latency bound.
+    "evidence_window_ms": (0.0, 70.0, 120.0),
 }
-START = {"dip_ratio": 0.75, "max_gap_ms": 100.0, "min_note_ms": 58.0, "attack_window_ms": 35.0}  # for the grid
-MIN_GAIN = 0.001  # a change must lift pooled note F1 by this much: no chasing noise
+START = {"dip_ratio": 0.75, "max_gap_ms": 100.0, "min_note_ms": 58.0, "attack_window_ms": 35.0,
+         "overtone_ratio": 0.0, "evidence_window_ms": 0.0}  # for the grid
+# The shipped model is judged on all three (issue #3), so settings are chosen on their mean: note
+# F1 alone picked low frame thresholds whose extra harmonic frames cost frame F1.
+OBJECTIVE = ("note_f1", "note_f1_offset", "frame_f1")
+MIN_GAIN = 0.001  # a change must lift the objective by this much: no chasing noise
 MAX_LATENCY_S = 0.48  # note_on after its note's start, 0.1 s chunks: the 0.5 s bound less a margin for unseen audio
 
 
@@ -88,7 +97,7 @@ def _score_one(job: tuple[int, dict]) -> ClipScore:
 
 def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3,
                     workers: int | None = None) -> dict:
-    """Decoder settings for the best pooled note F1 on validation clips: the onset x frame
+    """Decoder settings for the best OBJECTIVE (pooled counts) on validation clips: the onset x frame
     threshold grid first, then coordinate ascent over every setting of DECODE_GRID.
 
     Settings that decide notes late (low thresholds whose short runs only become a note once a
@@ -125,6 +134,10 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
             pool.terminate()
 
 
+def objective(row: dict) -> float:
+    return sum(row[k] for k in OBJECTIVE) / len(OBJECTIVE)
+
+
 def _ascend(score: Callable[[dict], dict], streams_in_time: Callable[[dict, dict], bool], rounds: int) -> dict:
     """The threshold grid, then coordinate ascent from the best pair that streams in time."""
     trace = []
@@ -133,7 +146,7 @@ def _ascend(score: Callable[[dict], dict], streams_in_time: Callable[[dict, dict
     for params in tqdm(pairs, desc="threshold grid", unit="pair"):
         trace.append({"onset_threshold": params["onset_threshold"], "frame_threshold": params["frame_threshold"],
                       **score(params)})
-    ranked = sorted(zip(pairs, trace), key=lambda x: -x[1]["note_f1"])
+    ranked = sorted(zip(pairs, trace), key=lambda x: -objective(x[1]))
     best, best_m = next(((p, row) for p, row in ranked if streams_in_time(p, row)), (None, None))
     if best is None:
         raise RuntimeError(f"no threshold pair streams within {MAX_LATENCY_S} s; see the grid")
@@ -146,12 +159,12 @@ def _ascend(score: Callable[[dict], dict], streams_in_time: Callable[[dict, dict
                 params = {**best, key: v}
                 row = {key: v, **score(params)}
                 trace.append(row)
-                if row["note_f1"] >= best_m["note_f1"] + MIN_GAIN and streams_in_time(params, row):
+                if objective(row) >= objective(best_m) + MIN_GAIN and streams_in_time(params, row):
                     best, best_m, moved = params, row, True
         if not moved:
             break
     return {"settings": best, "validation": best_m,
-            "grid": DECODE_GRID, "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
+            "objective": f"mean of {', '.join(OBJECTIVE)}", "grid": DECODE_GRID, "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
 
 
 def validation_clips(recipe: dict, extra_dirs: list[str] | None = None) -> list:

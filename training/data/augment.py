@@ -20,6 +20,10 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-30.0, 0.0)
     eq_prob: float = 0.6
     eq_max_db: float = 10.0
+    # Peaks and notches (0.1-0.5 octave wide) added to an EQ'd clip, drawn from [lo, hi]: the
+    # body and bore resonances of real instruments, which re-weight single harmonics and which
+    # the smooth curve cannot make.
+    eq_resonances: tuple[int, int] = (0, 0)
     reverb_prob: float = 0.5
     rt60_s: tuple[float, float] = (0.15, 1.0)
     noise_prob: float = 0.5
@@ -63,13 +67,17 @@ def synthetic_rir(rng: np.random.Generator, sample_rate: int, rt60: float) -> np
     return rir.astype(np.float32)
 
 
-def random_eq(rng: np.random.Generator, audio: np.ndarray, max_db: float) -> np.ndarray:
-    """A smooth random gain curve over log frequency, applied in the FFT domain."""
+def random_eq(rng: np.random.Generator, audio: np.ndarray, max_db: float, resonances: int = 0) -> np.ndarray:
+    """A smooth random gain curve over log frequency plus `resonances` narrow peaks or notches
+    (in the top seven octaves below Nyquist), applied in the FFT domain."""
     n = len(audio)
     spec = np.fft.rfft(audio)
     points = rng.uniform(-max_db, max_db, size=8)
     logf = np.log2(np.maximum(np.arange(len(spec)), 1.0))
     curve_db = np.interp(logf, np.linspace(0, logf[-1], 8), points)
+    for _ in range(resonances):
+        centre, width = rng.uniform(logf[-1] - 7.0, logf[-1] - 0.5), rng.uniform(0.1, 0.5)
+        curve_db += rng.uniform(-max_db, max_db) * np.exp(-0.5 * ((logf - centre) / width) ** 2)
     return np.fft.irfft(spec * 10 ** (curve_db / 20), n).astype(np.float32)
 
 
@@ -88,7 +96,8 @@ class Augmenter:
         cfg = self.cfg
         x = audio.astype(np.float32)
         if rng.random() < cfg.eq_prob:
-            x = random_eq(rng, x, cfg.eq_max_db)
+            lo, hi = cfg.eq_resonances
+            x = random_eq(rng, x, cfg.eq_max_db, int(rng.integers(lo, hi + 1)) if hi > 0 else 0)
         if rng.random() < cfg.reverb_prob:
             if self.rirs and rng.random() < 0.5:
                 rir = self.rirs[int(rng.integers(len(self.rirs)))]
