@@ -47,8 +47,8 @@ DECODE_GRID: dict[str, tuple[float, ...]] = {
 }
 START = {"dip_ratio": 0.75, "max_gap_ms": 100.0, "min_note_ms": 58.0, "attack_window_ms": 35.0,
          "overtone_ratio": 0.0, "evidence_window_ms": 0.0}  # for the grid
-# The shipped model is judged on all three (issue #3), so settings are chosen on their mean: note
-# F1 alone picked low frame thresholds whose extra harmonic frames cost frame F1.
+# The shipped model is judged on all three (issue #3), so settings are chosen on their mean, not
+# on note F1 alone.
 OBJECTIVE = ("note_f1", "note_f1_offset", "frame_f1")
 MIN_GAIN = 0.001  # a change must lift the objective by this much: no chasing noise
 MAX_LATENCY_S = 0.48  # note_on after its note's start, 0.1 s chunks: the 0.5 s bound less a margin for unseen audio
@@ -135,6 +135,7 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
 
 
 def objective(row: dict) -> float:
+    """What the decoder search maximizes: the mean of the OBJECTIVE metrics of a trace row."""
     return sum(row[k] for k in OBJECTIVE) / len(OBJECTIVE)
 
 
@@ -164,7 +165,8 @@ def _ascend(score: Callable[[dict], dict], streams_in_time: Callable[[dict, dict
         if not moved:
             break
     return {"settings": best, "validation": best_m,
-            "objective": f"mean of {', '.join(OBJECTIVE)}", "grid": DECODE_GRID, "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
+            "objective": f"mean of {', '.join(OBJECTIVE)}", "grid": DECODE_GRID,
+            "max_stream_latency_s": MAX_LATENCY_S, "trace": trace}
 
 
 def validation_clips(recipe: dict, extra_dirs: list[str] | None = None) -> list:

@@ -18,4 +18,3 @@ def test_resonances_add_bounded_narrow_bumps_to_the_smooth_curve():
     assert np.abs(diff).max() <= 3 * 10.0 + 1e-3
     # Narrow: most of the top seven octaves keep the smooth curve within a dB.
     assert np.mean(np.abs(diff) < 1.0) > 0.25
-
