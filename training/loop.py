@@ -12,6 +12,7 @@ loss function trains it through `CriticStep.update` before computing the model's
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -197,7 +198,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         schedule = cfg.model_copy(update={"steps": cfg.steps - step, "max_minutes": cfg.max_minutes and
                                           cfg.max_minutes - wall_before / 60})
     net = DistributedDataParallel(model) if d.world > 1 else model
-    critic_step = None
+    critic_net = critic_step = None
     if critic is not None:
         critic_net = DistributedDataParallel(critic) if d.world > 1 else critic
         critic_step = CriticStep(critic_net, critic_opt, list(critic.parameters()), cfg.grad_clip)
@@ -280,6 +281,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
     if metrics_file:
         metrics_file.close()
     if d.world > 1:
+        # Gloo's worker threads must be joined while the interpreter is alive: wait for rank 0's
+        # checkpoint, drop the DDP wrappers (they hold the group, in cycles) and collect them.
+        dist.barrier()
+        net = critic_net = critic_step = None
+        gc.collect()
         dist.destroy_process_group()
     return {"steps": step, "epochs": epoch, "wall_s": round(wall_before + time.time() - start, 1),
             "last": {k: round(v, 5) for k, v in logs.items()}}
