@@ -22,6 +22,12 @@ class LossConfig(BaseModel):
     onset_pos_weight: float = 10.0  # onsets are ~1 frame in 100: without weighting they are ignored
     note_pos_weight: float = 2.0
     contour_weight: float = 0.5
+    # Hard negatives of the note head, the two ways it over-reports on real recordings: keys an
+    # overtone of a sounding note lands on, and a key's first frames after its note has ended
+    # (release and room tails). 1.0 leaves them weighted like any other negative.
+    overtone_neg_weight: float = 1.0
+    release_neg_weight: float = 1.0
+    release_ms: float = 150.0
 
 
 class TranscriberRecipe(BaseModel):
@@ -40,12 +46,45 @@ class TranscriberRecipe(BaseModel):
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
 
 
-def transcriber_loss(net: torch.nn.Module, batch: dict, cfg: LossConfig) -> tuple[torch.Tensor, dict]:
+OVERTONE_SEMITONES = (12, 19, 24, 28, 31)  # harmonics 2-6 of a note, rounded to keys
+
+
+def _shifted_max(x: torch.Tensor, shifts: range | tuple[int, ...], dim: int) -> torch.Tensor:
+    """max over s of x moved s steps forward along dim (zeros shifted in)."""
+    out = torch.zeros_like(x)
+    for s in shifts:
+        moved = torch.zeros_like(x)
+        n = x.shape[dim] - s
+        if n > 0:
+            moved.narrow(dim, s, n).copy_(x.narrow(dim, 0, n))
+        out = torch.maximum(out, moved)
+    return out
+
+
+def note_negative_weights(note: torch.Tensor, cfg: LossConfig, frame_rate: float) -> torch.Tensor | None:
+    """Per-element weights [B, T, keys] for the note loss, or None when all are 1."""
+    if cfg.overtone_neg_weight == 1.0 and cfg.release_neg_weight == 1.0:
+        return None
+    silent = 1.0 - note
+    weight = torch.ones_like(note)
+    if cfg.overtone_neg_weight != 1.0:
+        overtone = _shifted_max(note, OVERTONE_SEMITONES, dim=2) * silent
+        weight = weight + (cfg.overtone_neg_weight - 1.0) * overtone
+    if cfg.release_neg_weight != 1.0:
+        frames = max(1, round(cfg.release_ms / 1000 * frame_rate))
+        release = _shifted_max(note, range(1, frames + 1), dim=1) * silent
+        weight = torch.maximum(weight, 1.0 + (cfg.release_neg_weight - 1.0) * release)
+    return weight
+
+
+def transcriber_loss(net: torch.nn.Module, batch: dict, cfg: LossConfig,
+                     frame_rate: float) -> tuple[torch.Tensor, dict]:
     out = net(batch["audio"])
     onset = F.binary_cross_entropy_with_logits(
         out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
     note = F.binary_cross_entropy_with_logits(
-        out["note"], batch["note"], pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))
+        out["note"], batch["note"], weight=note_negative_weights(batch["note"], cfg, frame_rate),
+        pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))
     contour = F.binary_cross_entropy_with_logits(out["contour"], batch["contour"])
     total = onset + note + cfg.contour_weight * contour
     return total, {"onset": onset.item(), "note": note.item(), "contour": contour.item()}
@@ -58,7 +97,7 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
                            AugmentConfig(**recipe.augment), seed=recipe.loop.seed,
                            validation_every=recipe.validation_every)
     extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict()}
-    summary = fit(model, lambda net, b: transcriber_loss(net, b, recipe.loss), dataset, recipe.loop,
+    summary = fit(model, lambda net, b: transcriber_loss(net, b, recipe.loss, mcfg.frame_rate), dataset, recipe.loop,
                   Path(recipe.run_dir), resume=resume, extra_state=extra)
     hours = sum(c.frames for c in dataset.clips) / mcfg.sample_rate / 3600
     return {**summary, "data": {"dirs": recipe.data, "clips": len(dataset.clips), "hours": round(hours, 2)}}
