@@ -95,10 +95,21 @@ def _score_one(job: tuple[int, dict]) -> ClipScore:
     return score_clip([_SEARCH["refs"][i]], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
 
 
+def field_copy(audio: np.ndarray, augment: dict, seed: int) -> np.ndarray:
+    """`audio` as the training augmentation would have it (room, EQ, noise, level): the
+    conditions the model was trained to stand, which real recordings bring and dry renders lack."""
+    from training.data.augment import AugmentConfig, Augmenter
+    from training.data.music import SAMPLE_RATE
+
+    return Augmenter(AugmentConfig(**augment), SAMPLE_RATE)(audio, np.random.default_rng(seed), len(audio))
+
+
 def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3,
-                    workers: int | None = None) -> dict:
+                    workers: int | None = None, augment: dict | None = None) -> dict:
     """Decoder settings for the best OBJECTIVE (pooled counts) on validation clips: the onset x frame
-    threshold grid first, then coordinate ascent over every setting of DECODE_GRID.
+    threshold grid first, then coordinate ascent over every setting of DECODE_GRID. With `augment`
+    (the recipe's augmentation), each clip is scored twice, dry and through `field_copy`, so the
+    settings suit recordings as well as renders.
 
     Settings that decide notes late (low thresholds whose short runs only become a note once a
     gap is bridged, say) would break the stream's latency bound, so a candidate is accepted only
@@ -109,10 +120,13 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
 
     shipped = TranscriberModel(model_dir)
     audios, grams, refs = [], [], []
-    for clip in tqdm(clips, desc="validation posteriorgrams", unit="clip"):
+    for i, clip in enumerate(tqdm(clips, desc="validation posteriorgrams", unit="clip")):
         audios.append(sf.read(str(clip.wav), dtype="float32")[0])
-        grams.append(shipped.posteriorgrams(audios[-1]))
         refs.append(NoteArray.from_rows(clip.notes))
+        grams.append(shipped.posteriorgrams(audios[-1]))
+        if augment is not None:
+            refs.append(refs[-1])
+            grams.append(shipped.posteriorgrams(field_copy(audios[-1], augment, seed=i)))
 
     _SEARCH.update(model=shipped, grams=grams, refs=refs)
     workers = max(1, min(workers or os.cpu_count() or 1, len(grams)))
@@ -128,7 +142,8 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
         return row["stream_latency_s"] <= MAX_LATENCY_S
 
     try:
-        return _ascend(score, streams_in_time, rounds) | {"chosen_on": f"{len(grams)} validation clips"}
+        copies = " (each dry and through the training augmentation)" if augment is not None else ""
+        return _ascend(score, streams_in_time, rounds) | {"chosen_on": f"{len(clips)} validation clips{copies}"}
     finally:
         if pool:
             pool.terminate()
@@ -184,7 +199,7 @@ def validation_clips(recipe: dict, extra_dirs: list[str] | None = None) -> list:
 
 
 def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True,
-           validation_dirs: list[str] | None = None, workers: int | None = None) -> dict:
+           validation_dirs: list[str] | None = None, workers: int | None = None, field_copies: bool = True) -> dict:
     model, state = load_checkpoint(checkpoint)
     cfg = model.cfg
     recipe = state.get("recipe", {})
@@ -220,7 +235,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
     }
     write_card(out, card)
     if tune and clips:
-        chosen = choose_decoding(out, clips, workers=workers)
+        chosen = choose_decoding(out, clips, workers=workers, augment=recipe.get("augment") if field_copies else None)
         settings = dict(chosen["settings"])
         card["thresholds"] = {"onset": settings.pop("onset_threshold"), "frame": settings.pop("frame_threshold")}
         card["decode"] = settings
@@ -265,6 +280,8 @@ def add_arguments_export(parser: argparse.ArgumentParser) -> None:
                         "them on validation clips")
     parser.add_argument("--validation-data", nargs="+", metavar="DIR", help="validation sets besides the training "
                         "sets' validation slice (default: the recipe's validation_data)")
+    parser.add_argument("--no-field-copies", action="store_true", help="score the validation clips only as "
+                        "rendered, not also through the recipe's augmentation")
     parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
     parser.add_argument("--workers", type=int, help="processes scoring the decoder candidates (default: one per core)")
 
@@ -274,7 +291,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"no checkpoint at {args.checkpoint}: run `hark train transcriber` first")
         return 2
     card = export(args.checkpoint, args.out, tune=not args.no_tune, register=not args.no_register,
-                  validation_dirs=args.validation_data, workers=args.workers)
+                  validation_dirs=args.validation_data, workers=args.workers,
+                  field_copies=not args.no_field_copies)
     print(f"exported {args.out}/transcriber.onnx (parity {card['parity']['max_abs_error']:.2e}, "
           f"thresholds {card['thresholds']}, decode {card.get('decode', {})})")
     return 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.transcriber import DECODE_GRID, PARITY_LIMIT, export
+from export.transcriber import DECODE_GRID, PARITY_LIMIT, export, field_copy
 from models.transcriber import Transcriber, TranscriberConfig
 from services.transcriber_model import TranscriberModel
 from synth_data import render_notes, write_set
@@ -19,7 +19,7 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = Transcriber(cfg)
     state = {"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 7, "epoch": 0, "wall_s": 1.0,
-             "recipe": {"data": [str(data)], "validation_every": 1}}
+             "recipe": {"data": [str(data)], "validation_every": 1, "augment": {}}}
     torch.save(state, root / "last.pt")
     card = export(root / "last.pt", root / "artifact", tune=True, register=False)
     return root / "artifact", card, model
@@ -37,8 +37,19 @@ def test_card_records_what_the_service_and_readers_need(exported):
     for key in ("name", "version", "sha256", "io", "thresholds", "config", "data", "training", "parity", "git_commit"):
         assert key in on_disk, key
     assert on_disk["io"]["window_samples"] == 44032 and on_disk["io"]["contour_bins"] == 264
-    assert on_disk["decode_selection"]["chosen_on"] == "3 validation clips"
+    assert on_disk["decode_selection"]["chosen_on"] == \
+        "3 validation clips (each dry and through the training augmentation)"
     assert set(DECODE_GRID) <= set(on_disk["decode"]) | {"onset_threshold", "frame_threshold"}
+
+
+def test_field_copy_is_a_reproducible_augmented_copy():
+    audio = render_notes([(0.2, 0.8, 60)], 1.0)
+    always = {"eq_prob": 1.0, "reverb_prob": 1.0, "noise_prob": 1.0, "gain_db": (-6.0, -6.0)}
+    a, b = field_copy(audio, always, seed=3), field_copy(audio, always, seed=3)
+    assert a.shape == audio.shape and np.array_equal(a, b)
+    assert np.abs(a).max() == pytest.approx(10 ** (-6 / 20), rel=1e-4)  # the level is the config's
+    assert not np.allclose(a / np.abs(a).max(), audio / np.abs(audio).max(), atol=1e-2)
+    assert not np.array_equal(a, field_copy(audio, always, seed=4))
 
 
 def test_onnx_matches_torch_through_the_serving_path(exported):
