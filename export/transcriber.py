@@ -142,11 +142,16 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
         return row["stream_latency_s"] <= MAX_LATENCY_S
 
     try:
-        copies = " (each dry and through the training augmentation)" if augment is not None else ""
-        return _ascend(score, streams_in_time, rounds) | {"chosen_on": f"{len(clips)} validation clips{copies}"}
-    finally:
+        chosen = _ascend(score, streams_in_time, rounds)
+    except BaseException:
         if pool:
             pool.terminate()
+        raise
+    if pool:
+        pool.close()  # the workers exit on their own once the queue is drained: no signal to miss
+        pool.join()
+    copies = " (each dry and through the training augmentation)" if augment is not None else ""
+    return chosen | {"chosen_on": f"{len(clips)} validation clips{copies}"}
 
 
 def objective(row: dict) -> float:

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,14 @@ def test_loss_goes_down_and_resume_continues(tone_set, tmp_path):
     assert lrs[45] < 0.1 * recipe.loop.lr, "the first schedule had annealed"
     assert lrs[46] == pytest.approx(recipe.loop.lr / 2) and lrs[47] == pytest.approx(recipe.loop.lr)
     assert lrs[50] < lrs[49] < lrs[48]
+
+
+def test_training_gives_back_the_signal_handlers(tone_set, tmp_path):
+    # Inherited by processes forked later (export's scoring pool), the training's SIGTERM handler
+    # kept them alive when the pool terminated them, and export hung.
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    train(tiny_recipe(tone_set, tmp_path / "run", steps=2))
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 def test_ddp_smoke_under_torchrun(tone_set, tmp_path):

@@ -226,9 +226,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
 
     # SIGTERM/SIGINT (a session ending, Ctrl-C) finish the current step and write a checkpoint.
     interrupted = threading.Event()
+    previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: interrupted.set())
+            previous_handlers[sig] = signal.signal(sig, lambda *_: interrupted.set())
 
     stop = False
     while step < cfg.steps and not stop:
@@ -287,6 +288,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
         net = critic_net = critic_step = None
         gc.collect()
         dist.destroy_process_group()
+    # Processes forked later (a pool's workers) must die on SIGTERM again, not finish a step.
+    for sig, handler in previous_handlers.items():
+        signal.signal(sig, handler)
     return {"steps": step, "epochs": epoch, "wall_s": round(wall_before + time.time() - start, 1),
             "last": {k: round(v, 5) for k, v in logs.items()}}
 
