@@ -26,6 +26,7 @@ from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from services.model_store import file_sha256
 
 if TYPE_CHECKING:
+    from training.data.augment import Augmenter
     from benchmarks.scoring import ClipScore
     from services.transcriber_model import TranscriberModel
 
@@ -95,13 +96,19 @@ def _score_one(job: tuple[int, dict]) -> ClipScore:
     return score_clip([_SEARCH["refs"][i]], NoteArray.from_rows([(n.start_s, n.end_s, n.pitch_midi) for n in est]))
 
 
-def field_copy(audio: np.ndarray, augment: dict, seed: int) -> np.ndarray:
-    """`audio` as the training augmentation would have it (room, EQ, noise, level): the
-    conditions the model was trained to stand, which real recordings bring and dry renders lack."""
+def field_augmenter(augment: dict) -> "Augmenter":
+    """The recipe's training augmentation (room, EQ, noise, level): the conditions the model was
+    trained to stand, which real recordings bring and dry renders lack. Built once: it loads the
+    recipe's impulse response and noise directories."""
     from training.data.augment import AugmentConfig, Augmenter
     from training.data.music import SAMPLE_RATE
 
-    return Augmenter(AugmentConfig(**augment), SAMPLE_RATE)(audio, np.random.default_rng(seed), len(audio))
+    return Augmenter(AugmentConfig(**augment), SAMPLE_RATE)
+
+
+def field_copy(audio: np.ndarray, augmenter: "Augmenter", seed: int) -> np.ndarray:
+    """`audio` through `augmenter`, reproducibly for a seed."""
+    return augmenter(audio, np.random.default_rng(seed), len(audio))
 
 
 def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips: int = 3,
@@ -119,14 +126,15 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
     from services.transcriber_model import TranscriberModel
 
     shipped = TranscriberModel(model_dir)
+    augmenter = field_augmenter(augment) if augment is not None else None
     audios, grams, refs = [], [], []
     for i, clip in enumerate(tqdm(clips, desc="validation posteriorgrams", unit="clip")):
         audios.append(sf.read(str(clip.wav), dtype="float32")[0])
         refs.append(NoteArray.from_rows(clip.notes))
         grams.append(shipped.posteriorgrams(audios[-1]))
-        if augment is not None:
+        if augmenter is not None:
             refs.append(refs[-1])
-            grams.append(shipped.posteriorgrams(field_copy(audios[-1], augment, seed=i)))
+            grams.append(shipped.posteriorgrams(field_copy(audios[-1], augmenter, seed=i)))
 
     _SEARCH.update(model=shipped, grams=grams, refs=refs)
     workers = max(1, min(workers or os.cpu_count() or 1, len(grams)))

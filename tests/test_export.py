@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.transcriber import DECODE_GRID, PARITY_LIMIT, export, field_copy
+from export.transcriber import DECODE_GRID, PARITY_LIMIT, export, field_augmenter, field_copy
 from models.transcriber import Transcriber, TranscriberConfig
 from services.transcriber_model import TranscriberModel
 from synth_data import render_notes, write_set
@@ -44,7 +44,7 @@ def test_card_records_what_the_service_and_readers_need(exported):
 
 def test_field_copy_is_a_reproducible_augmented_copy():
     audio = render_notes([(0.2, 0.8, 60)], 1.0)
-    always = {"eq_prob": 1.0, "reverb_prob": 1.0, "noise_prob": 1.0, "gain_db": (-6.0, -6.0)}
+    always = field_augmenter({"eq_prob": 1.0, "reverb_prob": 1.0, "noise_prob": 1.0, "gain_db": (-6.0, -6.0)})
     a, b = field_copy(audio, always, seed=3), field_copy(audio, always, seed=3)
     assert a.shape == audio.shape and np.array_equal(a, b)
     assert np.abs(a).max() == pytest.approx(10 ** (-6 / 20), rel=1e-4)  # the level is the config's
