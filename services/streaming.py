@@ -9,7 +9,8 @@ recent settled frames:
 
 - `note_on` once a note's start can no longer move (its attack window and the shortest note
   length are settled), so the latency after an onset is lookahead + settle + up to one step,
-  plus the wait for the chunk that completes them;
+  plus the wait for the chunk that completes them. Whether a short note is bridged to more of
+  its key is read from the newest window's unsettled frames, so it does not add max_gap;
 - `note_off` once the key has been quiet longer than the decoder bridges, with the pitch bends;
 - nothing for a note that first appears long after its start settled: that is the decoder
   re-reading a segment whose beginning the kept history no longer holds, not a new note.
@@ -66,6 +67,7 @@ class StreamingTranscriber:
         self.decoded_to = 0  # self.settled at the last decode
         self.base = 0  # stream frame of grams[*][0]
         self.grams: dict[str, np.ndarray] = {}
+        self.tail: dict[str, np.ndarray] = {}  # the latest window's outputs past `settled`
         self.open: list[_Open] = []
         self.closed: list[tuple[int, int, int]] = []  # (key, start, end) frames of recent finished notes
         min_note_ms = float(self.params.get("min_note_ms", 58.0))
@@ -112,6 +114,7 @@ class StreamingTranscriber:
         for name, value in out.items():
             new = value[first:settle_to - start_frame]
             self.grams[name] = new if name not in self.grams else np.concatenate([self.grams[name], new])
+            self.tail[name] = value[settle_to - start_frame:settle_to - start_frame + self.max_gap]
         self.settled = settle_to
         # Later windows start no earlier than this one: older audio is not needed again.
         if a > 0:
@@ -123,7 +126,11 @@ class StreamingTranscriber:
     def _decode(self, final: bool) -> list[dict[str, Any]]:
         if not self.grams:
             return []
-        notes = decode_notes(self.grams["onset"], self.grams["note"], self.grams.get("contour"),
+        # The unsettled frames just past `settled` take part: a short note is kept when a gap
+        # of up to max_gap bridges it to more of the key, and waiting for that gap to settle
+        # would hold its note_on up to max_gap longer than its start needs.
+        grams = self.grams if final else {k: np.concatenate([v, self.tail[k]]) for k, v in self.grams.items()}
+        notes = decode_notes(grams["onset"], grams["note"], grams.get("contour"),
                              frame_rate=self.frame_rate, **self.params)
         events: list[dict[str, Any]] = []
         seen: set[int] = set()
