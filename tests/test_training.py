@@ -12,7 +12,7 @@ import torch
 
 from synth_data import write_set
 from training.loop import add_loop_arguments, apply_loop_arguments, earlier_stages
-from training.transcriber import TranscriberRecipe, train
+from training.transcriber import TranscriberRecipe, add_arguments_train, apply_arguments, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
     config = tmp_path / "recipe.json"
     config.write_text(recipe.model_dump_json())
     script = tmp_path / "run_ddp.py"
-    script.write_text("import sys\nfrom training.transcriber import TranscriberRecipe, train\n"
+    script.write_text("import sys\nfrom training.transcriber import TranscriberRecipe, add_arguments_train, apply_arguments, train\n"
                       "train(TranscriberRecipe.model_validate_json(open(sys.argv[1]).read()))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -113,3 +113,13 @@ def test_command_line_overrides_reach_the_recipe(tmp_path):
     apply_loop_arguments(recipe, parser.parse_args(["--restart-schedule", "--anneal-by-time"]))
     assert recipe.loop.restart_schedule and recipe.loop.anneal_by_time and recipe.loop.lr == 6e-4
     assert recipe.loop.warmup_steps == 2 and recipe.run_dir == str(tmp_path / "other")
+
+
+def test_hard_negative_weights_can_be_set_on_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_arguments_train(parser)
+    recipe = TranscriberRecipe.from_yaml(Path(__file__).resolve().parents[1] / "training/configs/transcriber.yaml")
+    apply_arguments(recipe, parser.parse_args(["--steps", "18000"]))
+    assert (recipe.loss.overtone_neg_weight, recipe.loss.release_neg_weight) == (1.0, 1.0)
+    apply_arguments(recipe, parser.parse_args(["--overtone-neg-weight", "3", "--release-neg-weight", "2"]))
+    assert (recipe.loss.overtone_neg_weight, recipe.loss.release_neg_weight, recipe.loop.steps) == (3.0, 2.0, 18000)

@@ -106,12 +106,22 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("training/configs/transcriber.yaml"),
                         help="recipe YAML (data dirs, model size, augmentation, loop settings)")
+    parser.add_argument("--overtone-neg-weight", type=float, help="override loss.overtone_neg_weight")
+    parser.add_argument("--release-neg-weight", type=float, help="override loss.release_neg_weight")
     add_loop_arguments(parser)
+
+
+def apply_arguments(recipe: TranscriberRecipe, args: argparse.Namespace) -> None:
+    """The command line's overrides: the loop's, and the hard-negative weights a fine-tune adds."""
+    apply_loop_arguments(recipe, args)
+    for name in ("overtone_neg_weight", "release_neg_weight"):
+        if getattr(args, name, None) is not None:
+            setattr(recipe.loss, name, getattr(args, name))
 
 
 def run_train(args: argparse.Namespace) -> int:
     recipe = TranscriberRecipe.from_yaml(args.config)
-    apply_loop_arguments(recipe, args)
+    apply_arguments(recipe, args)
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s; checkpoint {recipe.run_dir}/last.pt")
     return 0
