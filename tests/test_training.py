@@ -82,7 +82,7 @@ def test_ddp_smoke_under_torchrun(tone_set, tmp_path):
     config = tmp_path / "recipe.json"
     config.write_text(recipe.model_dump_json())
     script = tmp_path / "run_ddp.py"
-    script.write_text("import sys\nfrom training.transcriber import TranscriberRecipe, add_arguments_train, apply_arguments, train\n"
+    script.write_text("import sys\nfrom training.transcriber import TranscriberRecipe, train\n"
                       "train(TranscriberRecipe.model_validate_json(open(sys.argv[1]).read()))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
