@@ -89,13 +89,18 @@ def _device_name(device: torch.device, world: int) -> str:
     return name if world == 1 else f"{world} x {name}"
 
 
-def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+def schedule_progress(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
+    """How far past warm-up a run is through its budget, 0 to 1: what the learning rate anneals by."""
     progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
     if cfg.anneal_by_time and cfg.max_minutes:
         progress = max(progress, minutes / cfg.max_minutes)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return min(max(progress, 0.0), 1.0)
+
+
+def lr_at(step: int, cfg: LoopConfig, minutes: float = 0.0) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * schedule_progress(step, cfg, minutes))))
 
 
 def run_stage(step: int, wall_s: float, loop: dict, data: dict | None) -> dict:
@@ -153,11 +158,13 @@ def _load_float(module: torch.nn.Module, weights: dict) -> None:
 
 def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]],
         dataset: Dataset, cfg: LoopConfig, run_dir: Path, resume: bool = False,
-        extra_state: dict | None = None, critic: torch.nn.Module | None = None) -> dict:
+        extra_state: dict | None = None, critic: torch.nn.Module | None = None,
+        on_progress: Callable[[float], None] | None = None) -> dict:
     """Train `model` on `dataset`; returns a summary (steps, wall time, last losses).
 
     `loss_fn(model, batch)` returns the scalar loss and a dict of floats to log; with a `critic`
-    it is called as `loss_fn(model, batch, critic_step, step)`.
+    it is called as `loss_fn(model, batch, critic_step, step)`. `on_progress`, if given, hears
+    `schedule_progress` before every step (a loss whose terms change over the run).
     `extra_state` (config, data description) is stored in every checkpoint.
     """
     d = setup_distributed(cfg.device)
@@ -237,7 +244,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict]
             dataset.set_epoch(epoch)
         for batch in DataLoader(dataset, shuffle=False, **loader_kw):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            lr = lr_at(step - step0, schedule, (wall_before - wall0 + time.time() - start) / 60)
+            minutes = (wall_before - wall0 + time.time() - start) / 60
+            lr = lr_at(step - step0, schedule, minutes)
+            if on_progress is not None:
+                on_progress(schedule_progress(step - step0, schedule, minutes))
             for g in opt.param_groups:
                 g["lr"] = lr
             net.train()

@@ -28,6 +28,9 @@ class LossConfig(BaseModel):
     overtone_neg_weight: float = 1.0
     release_neg_weight: float = 1.0
     release_ms: float = 150.0
+    # Schedule progress (0-1, as the learning rate anneals) from which the two weights above apply.
+    # Late negatives trim what a model already finds; from the start they cost recall (README).
+    hard_negatives_from: float = 0.0
 
 
 class TranscriberRecipe(BaseModel):
@@ -77,17 +80,29 @@ def note_negative_weights(note: torch.Tensor, cfg: LossConfig, frame_rate: float
     return weight
 
 
-def transcriber_loss(net: torch.nn.Module, batch: dict, cfg: LossConfig,
-                     frame_rate: float) -> tuple[torch.Tensor, dict]:
-    out = net(batch["audio"])
-    onset = F.binary_cross_entropy_with_logits(
-        out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
-    note = F.binary_cross_entropy_with_logits(
-        out["note"], batch["note"], weight=note_negative_weights(batch["note"], cfg, frame_rate),
-        pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))
-    contour = F.binary_cross_entropy_with_logits(out["contour"], batch["contour"])
-    total = onset + note + cfg.contour_weight * contour
-    return total, {"onset": onset.item(), "note": note.item(), "contour": contour.item()}
+class TranscriberLoss:
+    """Onset, note and contour cross-entropies; the note head's hard negatives from
+    `cfg.hard_negatives_from` of the run on (the loop reports progress through `set_progress`)."""
+
+    def __init__(self, cfg: LossConfig, frame_rate: float):
+        self.cfg, self.frame_rate, self.progress = cfg, frame_rate, 0.0
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = progress
+
+    def __call__(self, net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        out = net(batch["audio"])
+        onset = F.binary_cross_entropy_with_logits(
+            out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
+        hard = self.progress >= cfg.hard_negatives_from
+        weight = note_negative_weights(batch["note"], cfg, self.frame_rate) if hard else None
+        note = F.binary_cross_entropy_with_logits(
+            out["note"], batch["note"], weight=weight,
+            pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))
+        contour = F.binary_cross_entropy_with_logits(out["contour"], batch["contour"])
+        total = onset + note + cfg.contour_weight * contour
+        return total, {"onset": onset.item(), "note": note.item(), "contour": contour.item()}
 
 
 def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
@@ -97,8 +112,9 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
                            AugmentConfig(**recipe.augment), seed=recipe.loop.seed,
                            validation_every=recipe.validation_every)
     extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict()}
-    summary = fit(model, lambda net, b: transcriber_loss(net, b, recipe.loss, mcfg.frame_rate), dataset, recipe.loop,
-                  Path(recipe.run_dir), resume=resume, extra_state=extra)
+    loss = TranscriberLoss(recipe.loss, mcfg.frame_rate)
+    summary = fit(model, loss, dataset, recipe.loop, Path(recipe.run_dir), resume=resume, extra_state=extra,
+                  on_progress=loss.set_progress)
     hours = sum(c.frames for c in dataset.clips) / mcfg.sample_rate / 3600
     return {**summary, "data": {"dirs": recipe.data, "clips": len(dataset.clips), "hours": round(hours, 2)}}
 
@@ -108,13 +124,14 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                         help="recipe YAML (data dirs, model size, augmentation, loop settings)")
     parser.add_argument("--overtone-neg-weight", type=float, help="override loss.overtone_neg_weight")
     parser.add_argument("--release-neg-weight", type=float, help="override loss.release_neg_weight")
+    parser.add_argument("--hard-negatives-from", type=float, help="override loss.hard_negatives_from")
     add_loop_arguments(parser)
 
 
 def apply_arguments(recipe: TranscriberRecipe, args: argparse.Namespace) -> None:
     """The command line's overrides: the loop's, and the hard-negative weights a fine-tune adds."""
     apply_loop_arguments(recipe, args)
-    for name in ("overtone_neg_weight", "release_neg_weight"):
+    for name in ("overtone_neg_weight", "release_neg_weight", "hard_negatives_from"):
         if getattr(args, name, None) is not None:
             setattr(recipe.loss, name, getattr(args, name))
 
