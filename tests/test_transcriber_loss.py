@@ -1,6 +1,8 @@
+import pytest
 import torch
+from torch.nn import functional as F
 
-from training.transcriber import LossConfig, note_negative_weights
+from training.transcriber import LossConfig, TranscriberLoss, note_negative_weights
 
 FRAME_RATE = 100.0  # 10 ms frames keep the arithmetic readable
 
@@ -37,3 +39,20 @@ def test_overlapping_causes_do_not_stack():
     cfg = LossConfig(overtone_neg_weight=4.0, release_neg_weight=3.0, release_ms=50.0)
     w = note_negative_weights(note, cfg, FRAME_RATE)[0]
     assert torch.all(w[10:15, 52] == 4.0)
+
+
+def test_hard_negatives_weigh_only_from_their_point_of_the_schedule():
+    batch = {"audio": torch.zeros(1, 1), "onset": torch.zeros(1, 60, 88), "note": one_note(),
+             "contour": torch.zeros(1, 60, 264)}
+    guess = {k: torch.zeros_like(v) for k, v in batch.items() if k != "audio"}
+    cfg = LossConfig(overtone_neg_weight=3.0, release_neg_weight=2.0, hard_negatives_from=0.6)
+    loss = TranscriberLoss(cfg, FRAME_RATE)
+    pos_weight = torch.tensor(cfg.note_pos_weight)
+    plain = F.binary_cross_entropy_with_logits(guess["note"], batch["note"], pos_weight=pos_weight)
+    hard = F.binary_cross_entropy_with_logits(guess["note"], batch["note"], pos_weight=pos_weight,
+                                              weight=note_negative_weights(batch["note"], cfg, FRAME_RATE))
+    assert hard > plain * 1.01
+    loss.set_progress(0.59)
+    assert loss(lambda audio: guess, batch)[1]["note"] == pytest.approx(plain.item())
+    loss.set_progress(0.6)
+    assert loss(lambda audio: guess, batch)[1]["note"] == pytest.approx(hard.item())
