@@ -128,7 +128,6 @@ def test_hard_negative_weights_can_be_set_on_the_command_line():
     assert recipe.loop.steps == 18000
 
 
-
 def test_schedule_progress_runs_from_warmup_to_the_first_budget_spent():
     cfg = LoopConfig(steps=1000, warmup_steps=100, max_minutes=60, anneal_by_time=True)
     assert schedule_progress(50, cfg) == 0.0 and schedule_progress(1000, cfg) == 1.0
