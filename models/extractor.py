@@ -8,10 +8,13 @@ arrived, so the output lags the input by 4 ms (the look-ahead); chunks of 8 ms i
 Separator. Its input, per frame: both ears' 12 ms spectra, power-law compressed (|X|^0.3, phase
 kept: the interaural phase), and both ears' compressed magnitudes over a longer 32 ms window that
 ends with the frame (`context`). The long window looks only into the past, so it costs no latency,
-and its 31 Hz bins resolve the harmonics that tell voices apart, which 83 Hz bins cannot. A linear
-layer and a stack of GRUs follow; before each GRU the speaker embedding scales and shifts the
-features (FiLM). The output is a complex mask per ear and bin, applied to the uncompressed spectra: the
-output keeps each ear's own phase and level differences, so the target stays where it was.
+and its 31 Hz bins resolve the harmonics that tell voices apart, which 83 Hz bins cannot. Two
+kinds (`ExtractorConfig.separator`): "gru", a linear layer and a stack of GRUs over whole frames;
+"grid", blocks that alternate a convolution across the bins of a frame with one small GRU per bin
+across time, every bin sharing the same weights (after TF-GridNet). In both, the speaker embedding
+scales and shifts the features before each GRU (FiLM). The output is a complex mask per ear and
+bin, applied to the uncompressed spectra: the output keeps each ear's own phase and level
+differences, so the target stays where it was.
 
 Enrollment encoder. resemblyzer's d-vector network (3-layer LSTM over 40 mel bands, 1.6 s windows)
 with 40 more input bands (the side signal, see `services.extractor_enroll`) whose weights start
@@ -32,8 +35,10 @@ class ExtractorConfig:
     window: int = 192
     context: int = 512  # the features' window: a whole number of hops, ending with the frame
     embed_dim: int = 256
-    hidden: int = 256
-    layers: int = 3
+    separator: str = "gru"  # "gru": GRUs over whole frames; "grid": per-bin blocks (see GridSeparator)
+    hidden: int = 256       # gru: units per GRU; grid: units of each bin's time GRU
+    layers: int = 3         # GRUs, or grid blocks
+    channels: int = 16      # grid: features per bin
     enroll_features: int = 80
     enroll_hidden: int = 256
     enroll_layers: int = 3
@@ -50,6 +55,11 @@ class ExtractorConfig:
     @property
     def context_bins(self) -> int:
         return self.context // 2 + 1
+
+    @property
+    def state_size(self) -> int:
+        """Recurrent state per layer and example: one GRU's, or one per bin."""
+        return self.hidden * (self.bins if self.separator == "grid" else 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,9 +150,78 @@ class Separator(nn.Module):
             states.append(h)
             x = norm(x + y)
         m = self.out(x).reshape(b, t, 2, 2, f)  # ears, (real, imag), bins
-        m_re, m_im = m[:, :, :, 0], m[:, :, :, 1]
-        out = torch.cat([m_re * re - m_im * im, m_re * im + m_im * re], -1)
-        return out, torch.cat(states, 0)
+        return apply_mask(spectra, m[:, :, :, 0], m[:, :, :, 1]), torch.cat(states, 0)
+
+
+def apply_mask(spectra: torch.Tensor, m_re: torch.Tensor, m_im: torch.Tensor) -> torch.Tensor:
+    """Complex masks (B, T, 2 ears, bins) times spectra (B, T, 2, 2 * bins: real, then imaginary)."""
+    f = spectra.shape[-1] // 2
+    re, im = spectra[..., :f], spectra[..., f:]
+    return torch.cat([m_re * re - m_im * im, m_re * im + m_im * re], -1)
+
+
+class GridBlock(nn.Module):
+    """Across frequency within a frame: a dilated convolution over the bins; across time: one GRU
+    per bin, its weights shared by all bins. The speaker embedding scales and shifts the features
+    the GRU hears (FiLM)."""
+
+    def __init__(self, channels: int, hidden: int, dilation: int, embed_dim: int):
+        super().__init__()
+        c = channels
+        self.freq_norm = nn.LayerNorm(c)
+        self.freq = nn.Sequential(nn.Conv1d(c, 2 * c, 5, dilation=dilation, padding=2 * dilation), nn.GELU(),
+                                  nn.Conv1d(2 * c, c, 1))
+        self.time_norm = nn.LayerNorm(c)
+        self.film = nn.Linear(embed_dim, 2 * c)
+        self.gru = nn.GRU(c, hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, c)
+        nn.init.normal_(self.film.weight, std=0.01)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor, hidden: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, bins, C), hidden (1, B * bins, H) -> x, hidden."""
+        b, t, f, c = x.shape
+        y = self.freq_norm(x).reshape(b * t, f, c).transpose(1, 2)
+        x = x + self.freq(y).transpose(1, 2).reshape(b, t, f, c)
+        film = self.film(embedding).reshape(b, 1, 1, 2, c)
+        y = self.time_norm(x) * (1 + film[..., 0, :]) + film[..., 1, :]
+        y, hidden = self.gru(y.transpose(1, 2).reshape(b * f, t, c), hidden)
+        return x + self.proj(y).reshape(b, f, t, c).transpose(1, 2), hidden
+
+
+class GridSeparator(nn.Module):
+    """Per-bin features (both ears' compressed real and imaginary parts, and 4 more projected from
+    the 32 ms context magnitudes of the whole frame) through `GridBlock`s whose weights every bin
+    shares, as TF-GridNet's are: each bin is a training example for the same small network, where
+    the GRU separator learns one weight per bin. Output: a complex mask per ear and bin."""
+
+    def __init__(self, cfg: ExtractorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.context = nn.Linear(2 * cfg.context_bins, 4 * cfg.bins)
+        self.inp = nn.Linear(8, cfg.channels)
+        self.blocks = nn.ModuleList(GridBlock(cfg.channels, cfg.hidden, 2 ** (i % 3), cfg.embed_dim)
+                                    for i in range(cfg.layers))
+        self.out = nn.Linear(cfg.channels, 4)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, spectra: torch.Tensor, context: torch.Tensor, embedding: torch.Tensor,
+                hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `Separator.forward`; hidden (layers, B, bins * hidden)."""
+        b, t, _, two_f = spectra.shape
+        f = two_f // 2
+        re, im = spectra[..., :f], spectra[..., f:]
+        squash = torch.sqrt(re * re + im * im + 1e-10).pow(self.cfg.compress - 1.0)
+        ears = torch.stack([re * squash, im * squash], -1).permute(0, 1, 3, 2, 4).reshape(b, t, f, 4)
+        x = self.inp(torch.cat([ears, self.context(context.reshape(b, t, -1)).reshape(b, t, f, 4)], -1))
+        states = []
+        for i, block in enumerate(self.blocks):
+            x, h = block(x, embedding, hidden[i].reshape(1, b * f, -1))
+            states.append(h.reshape(1, b, -1))
+        m = self.out(x).reshape(b, t, f, 2, 2)  # bins, ears, (real, imag)
+        return apply_mask(spectra, m[..., 0].transpose(2, 3), m[..., 1].transpose(2, 3)), torch.cat(states, 0)
 
 
 class EnrollEncoder(nn.Module):
@@ -178,11 +257,13 @@ class Extractor(nn.Module):
         self.cfg = cfg
         self.dft = Dft(cfg.window, cfg.hop)
         self.context_magnitude = ContextMagnitude(cfg.context, cfg.compress)
-        self.separator = Separator(cfg)
+        if cfg.separator not in ("gru", "grid"):
+            raise ValueError(f"separator must be 'gru' or 'grid', got {cfg.separator!r}")
+        self.separator = GridSeparator(cfg) if cfg.separator == "grid" else Separator(cfg)
         self.enroll = EnrollEncoder(cfg)
 
     def initial_hidden(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
-        return torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+        return torch.zeros(self.cfg.layers, batch, self.cfg.state_size, device=device)
 
     def zero_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
         """`ExtractorStep`'s state before the first chunk, by name."""
@@ -231,7 +312,7 @@ class ExtractorStep(nn.Module):
                 output_tail: torch.Tensor, hidden: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """chunk (B, 2, hop), input_tail (B, 2, context - hop), output_tail (B, 2, lookahead),
-        hidden (layers, B, hidden) -> output (B, 2, hop) and the three new states."""
+        hidden (layers, B, cfg.state_size) -> output (B, 2, hop) and the three new states."""
         cfg = self.model.cfg
         frame = torch.cat([input_tail, chunk], -1)  # (B, 2, context)
         y, hidden = self.model.separate_frames(frame.unsqueeze(1), embedding, hidden)

@@ -23,23 +23,24 @@ def binaural_voice(seconds: float, f0: float = 140.0, seed: int = 0) -> np.ndarr
     return (voice[None] + noise).astype(np.float32)
 
 
-def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
+def stand_in_checkpoint(path: Path, seed: int = 0, **config: object) -> Path:
     """A checkpoint in the format `training.loop.fit` writes, of a tiny randomly weighted model.
     Every weight is randomised (the model zero-initialises FiLM and nearly zeroes the mask), so the
-    output depends on the mixture and the embedding and parity checks compare real numbers."""
+    output depends on the mixture and the embedding and parity checks compare real numbers.
+    `config` overrides the tiny GRU configuration (e.g. separator="grid")."""
     import torch
 
     from models.extractor import Extractor, ExtractorConfig
 
     torch.manual_seed(seed)
-    cfg = ExtractorConfig(hidden=32, layers=2, enroll_hidden=32, enroll_layers=1)
+    cfg = ExtractorConfig(**{"hidden": 32, "layers": 2, "enroll_hidden": 32, "enroll_layers": 1, **config})
     model = Extractor(cfg)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.1)
-        model.separator.out.bias.zero_()
-        model.separator.out.bias[:cfg.bins].fill_(0.5)  # left-ear real mask part ~0.5: a visible output
-        model.separator.out.bias[2 * cfg.bins:3 * cfg.bins].fill_(0.5)  # and the right ear's
+        bias = model.separator.out.bias.view(2, 2, -1)  # ears, (real, imag)[, bins]
+        bias.zero_()
+        bias[:, 0] = 0.5  # real mask part ~0.5 at both ears: a visible output
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "model_config": cfg.to_dict(), "recipe": {"stand_in": True},
                 "data_summary": {"stand_in": "random weights, no training data"}, "step": 0, "epoch": 0,
@@ -47,11 +48,11 @@ def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_stand_in_extractor(directory: Path) -> Path:
+def build_stand_in_extractor(directory: Path, **config: object) -> Path:
     """Export a tiny random extractor to `directory` (card.json + three graphs); returns it."""
     from export.extractor import export
 
-    checkpoint = stand_in_checkpoint(directory.parent / f"{directory.name}_stand_in.pt")
+    checkpoint = stand_in_checkpoint(directory.parent / f"{directory.name}_stand_in.pt", **config)
     side = 0.5 * binaural_voice(1.0, f0=230.0, seed=1)
     side[1] = 0.6 * np.roll(side[1], 8)  # a talker to the left: later and quieter at the right ear
     mixture = binaural_voice(1.0) + side

@@ -79,6 +79,19 @@ def test_score_of_an_identity_system() -> None:
     assert s["itd_error_us"] == pytest.approx(0.0, abs=1e-6) and s["ild_error_db"] < 0.5
 
 
+
+def test_training_logs_the_si_snri_that_eval_scores() -> None:
+    torch = pytest.importorskip("torch")
+    from training.extractor import si_snri_db
+
+    x = noise(1.0)
+    target, mixture = at_ears(x, 3), at_ears(x + noise(1.0, seed=2), 3)
+    estimate = 0.5 * target + 0.1 * mixture
+    logged = si_snri_db(*(torch.from_numpy(a)[None] for a in (estimate, target, mixture)))
+    assert logged.shape == (1, 2)
+    assert float(logged.mean()) == pytest.approx(ex.si_snri(target, estimate, mixture), abs=1e-3)
+
+
 # --- eval end to end ----------------------------------------------------------------------------
 
 

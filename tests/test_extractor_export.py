@@ -57,6 +57,19 @@ def test_card_records_files_parity_and_latency(model_dir: Path, model: Extractor
     assert card["config"]["model"]["hidden"] == 32 and card["data"]
 
 
+def test_grid_separator_exports_with_parity(tmp_path: Path) -> None:
+    """The per-bin separator's state (one GRU per bin) streams through ONNX as the GRU's does."""
+    cfg = {"separator": "grid", "hidden": 8, "layers": 3, "channels": 8}
+    model_dir = build_stand_in_extractor(tmp_path / "extractor", **cfg)
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["parity"]["passed"] and card["parity"]["output_rms"] > 1e-3
+    assert card["io"]["state_shapes"]["hidden"] == [3, 1, 97 * 8]
+    model, x = ExtractorModel(model_dir, threads=1), mixture(128 * 30 + 50)
+    stream = model.stream(unit())
+    streamed = np.concatenate([stream.process(x[:, i:i + 384]) for i in range(0, 128 * 30, 384)], 1)
+    assert np.abs(streamed[:, LOOKAHEAD:] - model.extract(x, unit())[:, :128 * 30 - LOOKAHEAD]).max() < 1e-4
+
+
 def test_graphs_match_torch_for_other_batches_and_lengths(model_dir: Path, torch_model: torch.nn.Module) -> None:
     """Dynamic axes: the exporter traced one shape; these are others."""
     run = lambda name, feeds: ort.InferenceSession(str(model_dir / name)).run(None, feeds)

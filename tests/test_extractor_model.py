@@ -7,13 +7,17 @@ import torch
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep, frame_window
 
 TINY = ExtractorConfig(hidden=32, layers=2, enroll_hidden=32, enroll_layers=1)
+TINY_GRID = ExtractorConfig(separator="grid", hidden=8, layers=3, channels=8, enroll_hidden=32, enroll_layers=1)
+SEPARATORS = pytest.mark.parametrize("cfg", [TINY, TINY_GRID], ids=["gru", "grid"])
 
 
 def _random_model(cfg: ExtractorConfig = TINY) -> Extractor:
     torch.manual_seed(0)
     model = Extractor(cfg).eval()
     torch.nn.init.normal_(model.separator.out.weight, std=0.1)  # default init is near-silent
-    torch.nn.init.normal_(model.separator.film.weight, std=0.1)
+    for name, p in model.separator.named_parameters():
+        if "film.weight" in name:
+            torch.nn.init.normal_(p, std=0.1)
     return model
 
 
@@ -25,11 +29,12 @@ def test_window_squared_overlap_adds_to_one() -> None:
     assert torch.allclose(total[64:-64], torch.ones_like(total[64:-64]), atol=1e-6)
 
 
-def test_unit_mask_returns_the_input() -> None:
-    model = _random_model()
+@SEPARATORS
+def test_unit_mask_returns_the_input(cfg: ExtractorConfig) -> None:
+    model = _random_model(cfg)
     with torch.no_grad():
         model.separator.out.weight.zero_()
-        bias = model.separator.out.bias.view(2, 2, -1)
+        bias = model.separator.out.bias.view(2, 2, -1)  # ears, (real, imag)[, bins]
         bias.zero_()
         bias[:, 0] = 1.0  # real part 1, imaginary 0, both ears
         x = torch.randn(1, 2, 5000)
@@ -37,8 +42,9 @@ def test_unit_mask_returns_the_input() -> None:
     assert torch.allclose(y, x, atol=1e-5)
 
 
-def test_streaming_steps_equal_the_whole_file() -> None:
-    model, cfg = _random_model(), TINY
+@SEPARATORS
+def test_streaming_steps_equal_the_whole_file(cfg: ExtractorConfig) -> None:
+    model = _random_model(cfg)
     x = torch.randn(2, 2, 128 * 40)
     emb = torch.nn.functional.normalize(torch.randn(2, 256), dim=1)
     step = ExtractorStep(model)
@@ -54,9 +60,10 @@ def test_streaming_steps_equal_the_whole_file() -> None:
     assert (streamed - offline).abs().max().item() < 1e-4
 
 
-def test_a_chunk_needs_only_4_ms_of_input_after_it() -> None:
+@SEPARATORS
+def test_a_chunk_needs_only_4_ms_of_input_after_it(cfg: ExtractorConfig) -> None:
     """Output up to a chunk boundary minus the look-ahead is final once input reaches the boundary."""
-    model = _random_model()
+    model = _random_model(cfg)
     emb = torch.nn.functional.normalize(torch.randn(1, 256), dim=1)
     x = torch.randn(1, 2, 128 * 20)
     changed = x.clone()
@@ -64,7 +71,7 @@ def test_a_chunk_needs_only_4_ms_of_input_after_it() -> None:
     changed[..., cut:] = torch.randn_like(changed[..., cut:])
     with torch.no_grad():
         a, b = model(x, emb), model(changed, emb)
-    lookahead = TINY.window - TINY.hop
+    lookahead = cfg.window - cfg.hop
     assert torch.equal(a[..., :cut - lookahead], b[..., :cut - lookahead])
     assert not torch.equal(a[..., :cut], b[..., :cut])
 
@@ -83,3 +90,9 @@ def test_enrollment_encoder_starts_as_the_teacher() -> None:
         raw = torch.relu(teacher.linear(hidden[-1]))
         expected = raw / raw.norm(dim=1, keepdim=True)
     assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_an_unknown_separator_is_refused() -> None:
+    with pytest.raises(ValueError, match="separator must be"):
+        Extractor(ExtractorConfig(separator="transformer"))
+

@@ -111,6 +111,18 @@ def snr_db(estimate: torch.Tensor, target: torch.Tensor, cap_db: float | None = 
 
 
 @torch.no_grad()
+def si_snri_db(estimate: torch.Tensor, target: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """SI-SNR improvement per example and channel, as `hark eval extractor` scores it. Logged beside
+    the loss because the loss's SNR flatters a model that only scales the mixture: the best single
+    gain per scene already lifts it from -2.7 to +2.3 dB on the training scenes."""
+    def si_snr(x: torch.Tensor) -> torch.Tensor:
+        x, t = x - x.mean(-1, keepdim=True), target - target.mean(-1, keepdim=True)
+        part = (x * t).sum(-1, keepdim=True) / (t.pow(2).sum(-1, keepdim=True) + 1e-9) * t
+        return 10 * torch.log10((part.pow(2).sum(-1) + 1e-9) / ((x - part).pow(2).sum(-1) + 1e-9))
+    return si_snr(estimate) - si_snr(mixture)
+
+
+@torch.no_grad()
 def mix_on_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A packed dry batch -> the batch the CPU path gives."""
     mixture, target = mix_side(batch, SIDES["scene"])
@@ -139,7 +151,8 @@ class ExtractorLoss:
         estimate = net(batch["mixture"], embedding)
         snr = snr_db(estimate, batch["target"], self.cfg.snr_cap_db)
         total = -snr.mean() + self.cfg.enroll * enroll
-        return total, {"snr_db": snr.mean().item(), "enroll_cos": 1 - enroll.item()}
+        return total, {"snr_db": snr.mean().item(), "enroll_cos": 1 - enroll.item(),
+                       "si_snri_db": si_snri_db(estimate.detach(), batch["target"], batch["mixture"]).mean().item()}
 
 
 def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
