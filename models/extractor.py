@@ -117,6 +117,14 @@ class ContextMagnitude(nn.Module):
         return (spec[..., :f].pow(2) + spec[..., f:].pow(2) + 1e-10).pow(self.power / 2)
 
 
+def compressed(spectra: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts (..., 2 * bins) with the magnitude raised to `power`, phase kept."""
+    f = spectra.shape[-1] // 2
+    re, im = spectra[..., :f], spectra[..., f:]
+    squash = torch.sqrt(re * re + im * im + 1e-10).pow(power - 1.0)
+    return re * squash, im * squash
+
+
 class Separator(nn.Module):
     def __init__(self, cfg: ExtractorConfig):
         super().__init__()
@@ -136,12 +144,8 @@ class Separator(nn.Module):
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """spectra (B, T, 2 ears, 2 * bins), context magnitudes (B, T, 2 ears, context bins) ->
         masked spectra like `spectra`, new hidden (layers, B, hidden)."""
-        b, t, _, two_f = spectra.shape
-        f = two_f // 2
-        re, im = spectra[..., :f], spectra[..., f:]
-        mag = torch.sqrt(re * re + im * im + 1e-10)
-        squash = mag.pow(self.cfg.compress - 1.0)
-        x = self.inp(torch.cat([re * squash, im * squash, context], -1).reshape(b, t, -1))
+        b, t = spectra.shape[:2]
+        x = self.inp(torch.cat([*compressed(spectra, self.cfg.compress), context], -1).reshape(b, t, -1))
         film = self.film(embedding).reshape(b, 1, self.cfg.layers, 2, -1)
         states = []
         for i, (gru, norm) in enumerate(zip(self.grus, self.norms)):
@@ -149,7 +153,7 @@ class Separator(nn.Module):
             y, h = gru(y, hidden[i:i + 1].contiguous())
             states.append(h)
             x = norm(x + y)
-        m = self.out(x).reshape(b, t, 2, 2, f)  # ears, (real, imag), bins
+        m = self.out(x).reshape(b, t, 2, 2, -1)  # ears, (real, imag), bins
         return apply_mask(spectra, m[:, :, :, 0], m[:, :, :, 1]), torch.cat(states, 0)
 
 
@@ -212,9 +216,7 @@ class GridSeparator(nn.Module):
         """As `Separator.forward`; hidden (layers, B, bins * hidden)."""
         b, t, _, two_f = spectra.shape
         f = two_f // 2
-        re, im = spectra[..., :f], spectra[..., f:]
-        squash = torch.sqrt(re * re + im * im + 1e-10).pow(self.cfg.compress - 1.0)
-        ears = torch.stack([re * squash, im * squash], -1).permute(0, 1, 3, 2, 4).reshape(b, t, f, 4)
+        ears = torch.stack(compressed(spectra, self.cfg.compress), -1).permute(0, 1, 3, 2, 4).reshape(b, t, f, 4)
         x = self.inp(torch.cat([ears, self.context(context.reshape(b, t, -1)).reshape(b, t, f, 4)], -1))
         states = []
         for i, block in enumerate(self.blocks):
