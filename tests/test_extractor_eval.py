@@ -79,7 +79,6 @@ def test_score_of_an_identity_system() -> None:
     assert s["itd_error_us"] == pytest.approx(0.0, abs=1e-6) and s["ild_error_db"] < 0.5
 
 
-
 def test_training_logs_the_si_snri_that_eval_scores() -> None:
     torch = pytest.importorskip("torch")
     from training.extractor import si_snri_db

@@ -95,4 +95,3 @@ def test_enrollment_encoder_starts_as_the_teacher() -> None:
 def test_an_unknown_separator_is_refused() -> None:
     with pytest.raises(ValueError, match="separator must be"):
         Extractor(ExtractorConfig(separator="transformer"))
-
