@@ -3,6 +3,8 @@
 eval: the clips of the held-out speakers (training.data.speech.HELDOUT_SPEAKERS, never trained on),
 each level-normalised to -25 dBFS, go through every system; the output is scored against the
 normalised input with PESQ-WB, STOI, a log-mel distance and SI-SDR. Means and medians over clips.
+`--split train` scores training speakers' clips instead (under its own set name), which tells a
+model that has not yet fitted its training speech from one that does not carry to new voices.
 bench: CPU seconds per audio second of encode + decode, single-threaded, median over repeats, on
 held-out speech concatenated to --seconds. The ffmpeg anchors run in subprocesses, so their CPU
 time is read from the finished children's rusage.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -40,7 +43,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "real" / "speech"
 DEFAULT_MODEL_DIR = REPO / "artifacts" / "codec"
 DEFAULT_CHECKPOINT = REPO / "runs" / "codec" / "last.pt"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "codec.json"
+# The training speakers' scores go to their own file, never into the shipped held-out table.
+DEFAULT_TRAIN_OUT = REPO / "benchmarks" / "results" / "codec-train.json"
 SET_NAME = "real-heldout"
+SET_NAMES = {"heldout": SET_NAME, "train": "real-train"}
 
 HARK_KBPS = {"hark-1kbps": 1.0, "hark-2kbps": 2.0}
 HARK_TORCH_KBPS = {"hark-torch-1kbps": 1.0, "hark-torch-2kbps": 2.0}
@@ -265,6 +271,22 @@ def heldout_files(dirs: list[Path]) -> list[Path]:
     return files
 
 
+def split_clips(dirs: list[Path], split: str, max_clips: int | None = None) -> list[Path]:
+    """The files of one speaker split under `dirs`; `max_clips` takes an evenly spaced subset."""
+    from training.data.speech import split_files
+
+    if split == "heldout":
+        files = heldout_files(dirs)
+    else:
+        files = split_files(list(dirs), split)
+        if not files:
+            raise FileNotFoundError(f"no {split}-split speech under {', '.join(map(str, dirs))}")
+    if max_clips and len(files) > max_clips:
+        step = len(files) / max_clips
+        files = [files[int(i * step)] for i in range(max_clips)]
+    return files
+
+
 def load_clip(path: Path, limit_s: float | None = None) -> np.ndarray:
     """16 kHz mono, optionally cut to `limit_s`, then at -25 dBFS: every system codes the same level."""
     from training.data.speech import load, normalise
@@ -295,7 +317,13 @@ def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
     _common_args(parser, EVAL_SYSTEMS)
-    parser.add_argument("--name", default=SET_NAME, help=f"name of the evaluation set in the results (default: {SET_NAME})")
+    parser.add_argument("--split", choices=sorted(SET_NAMES), default="heldout",
+                        help="whose speech: the held-out speakers (default), or the training speakers, to see "
+                             "how well the model fits what it was trained on")
+    parser.add_argument("--max-clips", type=int, default=None, help="score an evenly spaced subset of N clips")
+    parser.add_argument("--name", default=None,
+                        help=f"name of the set in the results (default: {SET_NAME}, or {SET_NAMES['train']} "
+                             "with --split train)")
     parser.add_argument("--limit-seconds", type=float, default=None, help="score only the first S seconds of each clip")
 
 
@@ -343,10 +371,18 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
     """`systems` replaces the named systems by callables (tests, or trying a new system from Python)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        files = heldout_files(args.data)
+        files = split_clips(args.data, args.split, args.max_clips)
     except FileNotFoundError as exc:
         log.error("%s", exc)
         return 2
+    args.name = args.name or SET_NAMES[args.split]
+    render = render_markdown
+    if args.split == "train":
+        render = render_train_markdown
+        if args.out == DEFAULT_OUT:
+            args.out = DEFAULT_TRAIN_OUT
+        if args.readme == harness.REPO / "README.md":
+            args.readme = None
     given = dict(systems or {})
     built, skipped, info = build_systems([n for n in args.systems if n not in given], args.model_dir)
     running = harness.chosen(args.systems, given, built, skipped, info)
@@ -370,6 +406,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
                                     f"{N_MELS} HTK mels (training.losses.mel_filterbank), periodic Hann, centred",
                     "si_sdr": "scale-invariant SDR in dB, zero-mean signals"},
         "kbps": "anchors: coded bytes (container included) * 8 over the audio seconds",
+        "split": args.split,
         "limit_seconds": args.limit_seconds,
         "data_dirs": [display(d) for d in args.data],
         "set_sizes": {args.name: {"clips": len(files), "audio_s": details["audio_s"],
@@ -379,7 +416,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "skipped": skipped,
         "per_clip": {args.name: details["per_clip"]},
     }
-    return harness.write(args, TAG, render_markdown, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES)
+    return harness.write(args, TAG, render, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES)
 
 
 # --- bench --------------------------------------------------------------------------------------
@@ -579,6 +616,15 @@ TABLES = report.FamilyTables(
 def render_markdown(results: dict[str, Any]) -> str:
     """Quality (mean and median over clips per system) and speed tables for codec.md and the README."""
     return report.render_family(results, TABLES)
+
+
+TRAIN_TABLES = dataclasses.replace(
+    TABLES, quality_note=f"TRAINING speakers (`--split train`), each clip at {LEVEL_DB:g} dBFS; mean over clips (median).")
+
+
+def render_train_markdown(results: dict[str, Any]) -> str:
+    """The same tables for the training speakers' scores (codec-train.md)."""
+    return report.render_family(results, TRAIN_TABLES)
 
 
 __all__ = ["add_arguments_eval", "run_eval", "add_arguments_bench", "run_bench"]

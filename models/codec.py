@@ -120,18 +120,22 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(CausalConv1d(c, c, 3, dilation=2 ** (i % 3)) for i in range(cfg.encoder_layers))
         self.out = nn.Conv1d(c, cfg.latent_dim, 1)
 
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Audio [B, 1, analysis_fft - hop + T], history first -> the first layer's output
+        [B, channels, T / frame_hop]: each code frame's STFT frames stacked."""
+        cfg = self.cfg
+        re, im = F.conv1d(padded, self.analysis, stride=cfg.hop).chunk(2, dim=1)
+        logmag = torch.log(re * re + im * im + 1e-7)  # [B, bins, frames at 100 Hz]
+        b, bins, n = logmag.shape
+        per_code = cfg.frame_hop // cfg.hop
+        stacked = logmag.reshape(b, bins, n // per_code, per_code).permute(0, 3, 1, 2).reshape(b, bins * per_code, -1)
+        return self.inp(stacked)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] (T a multiple of frame_hop) -> latent [B, D, T / frame_hop]."""
         cfg = self.cfg
         # Frame f covers the analysis_fft samples that end where hop f ends: causal analysis.
-        x = F.pad(audio[:, None], (cfg.analysis_fft - cfg.hop, 0))
-        spec = F.conv1d(x, self.analysis, stride=cfg.hop)
-        re, im = spec.chunk(2, dim=1)
-        logmag = torch.log(re * re + im * im + 1e-7)  # [B, bins, frames at 100 Hz]
-        b, bins, n = logmag.shape
-        per_code = cfg.frame_hop // cfg.hop
-        h = logmag.reshape(b, bins, n // per_code, per_code).permute(0, 3, 1, 2).reshape(b, bins * per_code, -1)
-        h = self.inp(h)
+        h = self.frames(F.pad(audio[:, None], (cfg.analysis_fft - cfg.hop, 0)))
         for layer in self.layers:
             h = h + F.gelu(layer(h))
         return self.out(h)

@@ -81,12 +81,7 @@ class EncoderStep(nn.Module):
     def forward(self, audio: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cfg, enc = self.cfg, self.codec.encoder
         x = torch.cat([state[0], audio], dim=-1)
-        spec = F.conv1d(x[:, None], enc.analysis, stride=cfg.hop)
-        re, im = spec.chunk(2, dim=1)
-        logmag = torch.log(re * re + im * im + 1e-7)
-        b, bins, n = logmag.shape
-        per_code = cfg.frame_hop // cfg.hop
-        h = enc.inp(logmag.reshape(b, bins, n // per_code, per_code).permute(0, 3, 1, 2).reshape(b, bins * per_code, -1))
+        h = enc.frames(x[:, None])
         new_state = [x[:, x.shape[-1] - (cfg.analysis_fft - cfg.hop):]]
         for layer, s in zip(enc.layers, state[1:]):
             y, s = _conv_step(layer, h, s)

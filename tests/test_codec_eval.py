@@ -156,6 +156,32 @@ def test_eval_scores_held_out_clips_only_and_writes_results(speech_dir: Path, tm
     assert all(name in md for name in codec.EVAL_SYSTEMS)
 
 
+def test_train_split_scores_training_speakers_in_its_own_file(speech_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "DEFAULT_OUT", tmp_path / "codec.json")
+    monkeypatch.setattr(codec, "DEFAULT_TRAIN_OUT", tmp_path / "codec-train.json")
+    readme = codec.harness.REPO / "README.md"
+    before = readme.read_text()
+    args = _args("eval", ["--data", str(speech_dir), "--split", "train", "--systems", *FAKES])
+    args.out = codec.DEFAULT_OUT  # the parser captured the real default before the patch
+    assert codec.run_eval(args, systems=FAKES) == 0
+    assert not (tmp_path / "codec.json").exists() and readme.read_text() == before
+    data = json.loads((tmp_path / "codec-train.json").read_text())
+    assert set(data["sets"]) == {"real-train"} and data["meta"]["eval"]["split"] == "train"
+    assert data["meta"]["eval"]["speakers"] == ["librispeech-19"]
+    assert "TRAINING speakers" in (tmp_path / "codec-train.md").read_text()
+
+
+def test_max_clips_takes_an_evenly_spaced_subset(tmp_path: Path) -> None:
+    for i in range(10):
+        sf.write(str(tmp_path / f"19-1-{i:04d}.flac"), speechlike(0.2, seed=i), SR)
+    picked = codec.split_clips([tmp_path], "train", max_clips=3)
+    assert [p.stem for p in picked] == ["19-1-0000", "19-1-0003", "19-1-0006"]
+    assert len(codec.split_clips([tmp_path], "train")) == 10
+    with pytest.raises(FileNotFoundError, match="HELDOUT_SPEAKERS"):
+        codec.split_clips([tmp_path], "heldout")
+
+
 def test_bench_measures_cpu_and_keeps_the_eval_results(speech_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "codec.json"
     out.write_text(json.dumps({"sets": {"real-heldout": {"opus-6kbps": {"pesq_wb": 2.0}}}, "speed": {}, "meta": {}}))

@@ -1,0 +1,132 @@
+"""Where a codec checkpoint loses quality: the quantizer, the decoder's magnitudes, or its phase.
+
+`python -m benchmarks.codec_probe [--checkpoint checkpoints/codec.pt] [--out runs/codec-probe.json]`
+(the table also replaces the README's `<!-- bench:codec-probe -->` block; `--readme /dev/null` not)
+
+On the held-out speakers' clips (as `hark eval codec` prepares them), the decoder is run from the
+2 kbps codes, from the 1 kbps codes and from the unquantised latent; and its 2 kbps STFT is
+resynthesised with the input's phase in place of its own, and the input's magnitudes with its own
+phase (the decoder's 20 ms sqrt-Hann grid, the input analysed on that grid). Each is scored like
+the eval (PESQ-WB, STOI, log-mel distance, SI-SDR; mean over clips). Also how many entries of each
+codebook the 2 kbps codes use, and their perplexity. Torch, not ONNX: the probe opens the graph.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks import report
+from benchmarks.codec import DEFAULT_DATA, METRICS, heldout_files, load_clip, score
+from benchmarks.harness import display
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "2kbps": "2 kbps codes (as served)",
+    "1kbps": "1 kbps codes",
+    "unquantised": "unquantised latent (no bitrate limit)",
+    "own_magnitude_input_phase": "2 kbps magnitudes, the input's phase",
+    "input_magnitude_own_phase": "the input's magnitudes, the 2 kbps phase",
+}
+
+
+def _synthesise(model: Any, re: torch.Tensor, im: torch.Tensor, n: int) -> np.ndarray:
+    """(re, im) on the decoder's grid -> audio, framed as models.codec.Decoder.forward frames it."""
+    cfg, dec = model.cfg, model.decoder
+    audio = F.conv_transpose1d(torch.cat([re, im], 1), dec.synthesis, stride=cfg.hop)[:, 0]
+    start = cfg.n_fft - cfg.hop
+    return audio[0, start:start + n].numpy()
+
+
+def _input_spectrum(model: Any, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input on the decoder's grid: the synthesis window's analysis twin, same causal framing."""
+    from models.codec import _as_kernel, _dft, _periodic_hann
+
+    cfg = model.cfg
+    analysis = _as_kernel(_dft(cfg.n_fft, np.sqrt(_periodic_hann(cfg.n_fft))))
+    spec = F.conv1d(F.pad(padded[:, None], (cfg.n_fft - cfg.hop, 0)), analysis, stride=cfg.hop)
+    re, im = spec.chunk(2, dim=1)
+    return re, im
+
+
+@torch.no_grad()
+def probe_clip(model: Any, ref: np.ndarray, counts: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    x = model.pad(torch.from_numpy(ref)[None])
+    z = model.encoder(x)
+    q = model.quantizer
+    codes = q.encode(z, q.stages)
+    for g in range(q.groups):
+        for s in range(q.stages):
+            counts[g * q.stages + s] += np.bincount(codes[0, :, g, s].numpy(), minlength=counts[0].size)
+    re, im = model.decoder.spectrum(q.decode(codes))
+    tre, tim = _input_spectrum(model, x)
+    n = min(re.shape[-1], tre.shape[-1])
+    mag, phase = torch.hypot(re, im)[..., :n], torch.atan2(im, re)[..., :n]
+    tmag, tphase = torch.hypot(tre, tim)[..., :n], torch.atan2(tim, tre)[..., :n]
+    out = {
+        "2kbps": model.decoder(q.decode(codes))[0].numpy(),
+        "1kbps": model.decoder(q.decode(codes[..., :1]))[0].numpy(),
+        "unquantised": model.decoder(z)[0].numpy(),
+        "own_magnitude_input_phase": _synthesise(model, mag * torch.cos(tphase), mag * torch.sin(tphase), ref.size),
+        "input_magnitude_own_phase": _synthesise(model, tmag * torch.cos(phase), tmag * torch.sin(phase), ref.size),
+    }
+    return {name: score(ref, audio[:ref.size]) for name, audio in out.items()}
+
+
+def probe(checkpoint: Path, data: list[Path], limit_s: float | None = None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from export.codec import load_checkpoint
+
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(checkpoint)
+    files = heldout_files(data)
+    counts = [np.zeros(model.cfg.codebook_size) for _ in model.quantizer.codebooks]
+    per_clip = [probe_clip(model, load_clip(f, limit_s), counts) for f in tqdm(files, desc="probe", file=sys.stderr)]
+    means = {name: {key: round(float(np.mean([c[name][key] for c in per_clip])), 4) for key, *_ in METRICS}
+             for name in VARIANTS}
+    usage = []
+    for c in counts:
+        p = c[c > 0] / c.sum()
+        usage.append({"used": int((c > 0).sum()), "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)})
+    return {"checkpoint": display(checkpoint), "clips": len(files), "codebook_size": model.cfg.codebook_size,
+            "variants": means, "codebooks": usage}
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = ["| decoder run from | " + " | ".join(title for _, title, *_ in METRICS) + " |",
+             "|---|" + "---:|" * len(METRICS)]
+    for name, title in VARIANTS.items():
+        m = result["variants"][name]
+        lines.append(f"| {title} | " + " | ".join(f"{m[key]:.{digits}f}" for key, _, digits, _ in METRICS) + " |")
+    books = ", ".join(f"{b['used']} used / perplexity {b['perplexity']:.0f}" for b in result["codebooks"])
+    return ("\n".join(lines) + f"\n\nCodebook entries the 2 kbps codes use (of {result['codebook_size']}): {books}. "
+            f"`python -m benchmarks.codec_probe` on {result['checkpoint']}, {result['clips']} held-out clips; "
+            "mean over clips.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "codec.pt")
+    parser.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
+    parser.add_argument("--limit-seconds", type=float, default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "codec-probe.json")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    args = parser.parse_args(argv)
+    result = probe(args.checkpoint, args.data, args.limit_seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    table = render(result)
+    report.update_readme(args.readme, table, "codec-probe")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
