@@ -36,14 +36,6 @@ VARIANTS = {
 }
 
 
-def _synthesise(model: Any, re: torch.Tensor, im: torch.Tensor, n: int) -> np.ndarray:
-    """(re, im) on the decoder's grid -> audio, framed as models.codec.Decoder.forward frames it."""
-    cfg, dec = model.cfg, model.decoder
-    audio = F.conv_transpose1d(torch.cat([re, im], 1), dec.synthesis, stride=cfg.hop)[:, 0]
-    start = cfg.n_fft - cfg.hop
-    return audio[0, start:start + n].numpy()
-
-
 def _input_spectrum(model: Any, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The input on the decoder's grid: the synthesis window's analysis twin, same causal framing."""
     from models.codec import _as_kernel, _dft, _periodic_hann
@@ -69,14 +61,15 @@ def probe_clip(model: Any, ref: np.ndarray, counts: list[np.ndarray]) -> dict[st
     n = min(re.shape[-1], tre.shape[-1])
     mag, phase = torch.hypot(re, im)[..., :n], torch.atan2(im, re)[..., :n]
     tmag, tphase = torch.hypot(tre, tim)[..., :n], torch.atan2(tim, tre)[..., :n]
+    synthesise = model.decoder.synthesise
     out = {
-        "2kbps": model.decoder(q.decode(codes))[0].numpy(),
-        "1kbps": model.decoder(q.decode(codes[..., :1]))[0].numpy(),
-        "unquantised": model.decoder(z)[0].numpy(),
-        "own_magnitude_input_phase": _synthesise(model, mag * torch.cos(tphase), mag * torch.sin(tphase), ref.size),
-        "input_magnitude_own_phase": _synthesise(model, tmag * torch.cos(phase), tmag * torch.sin(phase), ref.size),
+        "2kbps": synthesise(re, im),
+        "1kbps": model.decoder(q.decode(codes[..., :1])),
+        "unquantised": model.decoder(z),
+        "own_magnitude_input_phase": synthesise(mag * torch.cos(tphase), mag * torch.sin(tphase)),
+        "input_magnitude_own_phase": synthesise(tmag * torch.cos(phase), tmag * torch.sin(phase)),
     }
-    return {name: score(ref, audio[:ref.size]) for name, audio in out.items()}
+    return {name: score(ref, audio[0, :ref.size].numpy()) for name, audio in out.items()}
 
 
 def probe(checkpoint: Path, data: list[Path], limit_s: float | None = None) -> dict[str, Any]:

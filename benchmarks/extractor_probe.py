@@ -6,9 +6,9 @@ to voices it never heard.
 Dry pairs at 0 dB, the same signal at both ears: 2 s of a training speaker plus 2 s of another at
 the same level. The separator of models/extractor.py (2 x 128 GRU; the enrollment encoder is not
 used) is told the target's teacher d-vector and trained on negative SNR for --steps steps of 8
-pairs (AdamW, 1e-3 annealed to zero), on one thread (about 4 minutes per 1000 steps here). It is then scored, SI-SNRi as `hark
-eval extractor` computes it, on 256 pairs of the held-out speakers, paired at random and paired man
-with woman. `--speakers N` trains on a random N of the training speakers: repeated over N, it shows
+pairs (AdamW, 1e-3 annealed to zero), on one thread (about 4 minutes per 1000 steps here). It is
+then scored, SI-SNRi as `hark eval extractor` computes it, on 256 pairs of the held-out speakers,
+paired at random and paired man with woman. `--speakers N` trains on a random N of the training speakers: repeated over N, it shows
 what more voices buy. Needs the teacher d-vectors of `hark data extractor` and the sex of each
 LibriSpeech speaker (its SPEAKERS.TXT, in the shared speech corpus).
 """
@@ -69,8 +69,8 @@ def pairs(voices: list[Voice], rng: np.random.Generator, n: int, cross: bool
         i = int(rng.integers(len(voices)))
         others = [k for k in range(len(voices)) if k != i and (not cross or voices[k].sex != voices[i].sex)]
         j = others[int(rng.integers(len(others)))]
-        a, b = (v.audio[s:s + WINDOW] for v, s in ((voices[i], rng.integers(len(voices[i].audio) - WINDOW + 1)),
-                                                     (voices[j], rng.integers(len(voices[j].audio) - WINDOW + 1))))
+        at, bt = (int(rng.integers(len(voices[k].audio) - WINDOW + 1)) for k in (i, j))
+        a, b = voices[i].audio[at:at + WINDOW], voices[j].audio[bt:bt + WINDOW]
         b = b * np.sqrt((a @ a) / (b @ b + 1e-9))
         mixes.append(a + b)
         targets.append(a)

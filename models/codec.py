@@ -175,15 +175,17 @@ class Decoder(nn.Module):
         phase = h[:, :, 1]
         return (mag * torch.cos(phase)).transpose(1, 2), (mag * torch.sin(phase)).transpose(1, 2)
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        """latent [B, D, T] -> audio [B, T * frame_hop]."""
+    def synthesise(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        """(re, im) [B, bins, F] at 100 Hz -> audio [B, F * hop] by overlap-add."""
         cfg = self.cfg
-        re, im = self.spectrum(latent)
-        frames = torch.cat([re, im], dim=1)
-        audio = F.conv_transpose1d(frames, self.synthesis, stride=cfg.hop)[:, 0]
+        audio = F.conv_transpose1d(torch.cat([re, im], dim=1), self.synthesis, stride=cfg.hop)[:, 0]
         # Frame f ends at sample (f + 1) * hop (causal framing, as the encoder's).
         start = cfg.n_fft - cfg.hop
-        return audio[:, start:start + latent.shape[-1] * cfg.frame_hop]
+        return audio[:, start:start + re.shape[-1] * cfg.hop]
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, D, T] -> audio [B, T * frame_hop]."""
+        return self.synthesise(*self.spectrum(latent))
 
 
 class Codec(nn.Module):
