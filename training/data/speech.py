@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 SAMPLE_RATE = 16000
-AUDIO_EXTS = {".wav", ".flac", ".ogg"}
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".opus"}
 DEFAULT_SOURCES = ["../shared/data/real/speech"]
 HELDOUT_SPEAKERS = frozenset(f"librispeech-{s}" for s in (
     "6147", "446", "7800", "5104", "226", "6209", "3240", "1098", "8465", "3857",
@@ -29,15 +29,18 @@ HELDOUT_SPEAKERS = frozenset(f"librispeech-{s}" for s in (
 
 
 def speaker_of(path: str | Path) -> str:
-    """A corpus-qualified speaker id from the file name (LibriSpeech, CMU ARCTIC, LJSpeech)."""
-    name = Path(path).stem
+    """A corpus-qualified speaker id from the file name (LibriSpeech, CMU ARCTIC, LJSpeech) or,
+    for speechocean762, from its SPEAKER<id> folder."""
+    name, folder = Path(path).stem, Path(path).parent.name
+    if m := re.match(r"^SPEAKER(\d+)$", folder):
+        return f"speechocean-{m.group(1)}"
     if m := re.match(r"^(\d+)-\d+-\d+$", name):
         return f"librispeech-{m.group(1)}"
     if m := re.match(r"^cmu_arctic_\w\w_(\w+?)_[ab]\d+$", name):
         return f"arctic-{m.group(1)}"
     if name.startswith("LJ"):
         return "ljspeech"
-    return f"{Path(path).parent.name}-{name}"
+    return f"{folder}-{name}"
 
 
 def list_audio(dirs: list[str | Path]) -> list[Path]:

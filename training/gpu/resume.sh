@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On a lent GPU machine (run by the device tool from the repository root): resume FAMILY's
+# shipped checkpoint for MINUTES of training at a large batch, and leave the checkpoint and its
+# metrics in $OUT. Needs .gpu/ from training/gpu/pack.sh, carried. Extra arguments go to
+# `hark train FAMILY` (they override the defaults below).
+#   bash training/gpu/resume.sh codec 8.5 [--lr 3e-4]
+set -euo pipefail
+FAMILY=$1; MINUTES=$2; shift 2
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+mkdir -p "runs/$FAMILY"; cp "checkpoints/$FAMILY.pt" "runs/$FAMILY/last.pt"
+# --max-minutes counts the checkpoint's earlier runs: add this run's minutes to theirs.
+BUDGET=$(python3 -c "import torch,sys; s=torch.load('runs/$FAMILY/last.pt',map_location='cpu',weights_only=False); print(round(s.get('wall_s',0)/60+float(sys.argv[1]),2))" "$MINUTES")
+case $FAMILY in
+  codec) ARGS=(--data .gpu/speech --batch-size 128 --num-workers 12 --lr 3e-4 --steps 200000) ;;
+  *) echo "no GPU recipe for $FAMILY" >&2; exit 2 ;;
+esac
+python3 -c "from hark.cli import main; raise SystemExit(main())" train "$FAMILY" \
+  --config "training/configs/$FAMILY.yaml" --device cuda --resume --restart-schedule --anneal-by-time \
+  --max-minutes "$BUDGET" "${ARGS[@]}" "$@" > /tmp/train.raw 2>&1 || echo "training exited with $?"
+tr '\r' '\n' < /tmp/train.raw | grep -v '^\s*$' > /tmp/train.lines || true
+awk 'NR % 25 == 1' /tmp/train.lines > "$OUT/train.log"; tail -n 25 /tmp/train.lines | tee -a "$OUT/train.log"
+cp "runs/$FAMILY/last.pt" "$OUT/$FAMILY.pt"
+cp "runs/$FAMILY/metrics.jsonl" "$OUT/" 2>/dev/null || true
+ls -la "$OUT"
