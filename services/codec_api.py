@@ -20,7 +20,7 @@ from bentoml.validators import ContentType
 from pydantic import Field
 
 from services import audio as audio_io
-from services import codec_tokens, metrics, model_store
+from services import codec_tokens, config, metrics, model_store
 from services.codec_model import CodecModel
 from services.codec_stream import codec_stream
 from services.serving import Family
@@ -127,6 +127,12 @@ class CodecAPI:
         if len(data) > MAX_TOKEN_BYTES:
             return reject("too_large", f"A token file may have at most {MAX_TOKEN_BYTES} bytes")
         try:
+            # The declared length decides, before any code is unpacked or decoded: the byte cap
+            # alone would let 18 hours of tokens through.
+            too_long = codec_tokens.too_long(codec_tokens.read_header(data).duration_s,
+                                             config.max_audio_seconds())
+            if too_long is not None:
+                return reject("too_long", too_long, status=413)
             parsed = codec_tokens.loads(data)
             m.check_tokens(parsed)
         except ValueError as exc:  # TokenFileError included: refused, never decoded into noise

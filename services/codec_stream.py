@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import audio, config, metrics
+from services import audio, codec_tokens, config, metrics
 from services.codec_model import CodecModel, DecoderStream, EncoderStream
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
@@ -89,9 +89,12 @@ class CodecSession:
             full = self.model.full_codes(codes)
         except (TypeError, ValueError) as exc:
             raise StreamError("bad_codes", f"Bad codes: {exc}") from None
+        # Checked on the frames received so far, before these are decoded.
+        seconds = (self.frames + full.shape[0]) * self.model.frame_hop / self.model.sample_rate
+        refusal = codec_tokens.too_long(seconds, config.max_audio_seconds())
+        if refusal is not None:
+            raise StreamError("too_long", refusal)
         self.frames += full.shape[0]
-        if self.audio_s > config.max_audio_seconds():
-            raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s (HARK_MAX_AUDIO_SECONDS)")
         return [self._audio_out(self.decoder.push(codes))]
 
     def _audio_out(self, y: np.ndarray) -> np.ndarray:

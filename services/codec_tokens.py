@@ -89,8 +89,30 @@ def dumps(tokens: Tokens) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def loads(data: bytes) -> Tokens:
-    data = bytes(data)
+@dataclass(frozen=True)
+class Header:
+    """What a token file's header promises, read without unpacking a single code."""
+
+    sample_rate: int
+    frame_rate: float
+    groups: int
+    stages: int
+    codebook_size: int
+    frames: int
+    samples: int
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio the file decodes to: the longer of its frames and its sample count, so
+        neither field alone can understate it."""
+        return max(self.frames / self.frame_rate, self.samples / self.sample_rate)
+
+
+def read_header(data: bytes) -> Header:
+    """The header of a token file, checked for plausibility; `TokenFileError` when it is not one.
+
+    Servers call this before `loads` so a long file is refused by its declared length, before
+    any memory goes into unpacking or decoding it."""
     if len(data) < HEADER_BYTES + 4:
         raise TokenFileError(f"a token file has at least {HEADER_BYTES + 4} bytes; this one has {len(data)}")
     magic, version, flags, sample_rate, frame_rate, groups, stages, codebook, frames, samples = \
@@ -107,6 +129,21 @@ def loads(data: bytes) -> Tokens:
         raise TokenFileError(f"implausible rates: sample_rate {sample_rate}, frame_rate {frame_rate}")
     if frames > MAX_FRAMES or samples > math.ceil(frames * sample_rate / frame_rate):
         raise TokenFileError(f"{samples} samples cannot come from {frames} frames at {frame_rate:g} Hz")
+    return Header(sample_rate, float(frame_rate), groups, stages, codebook, frames, samples)
+
+
+def too_long(seconds: float, limit_s: float) -> str | None:
+    """The refusal for codes that decode to more than `limit_s` seconds, else None."""
+    if seconds <= limit_s:
+        return None
+    return (f"The tokens decode to {seconds:.1f} s of audio; the limit is {limit_s:g} s "
+            "(HARK_MAX_AUDIO_SECONDS). Split the recording into shorter token files.")
+
+
+def loads(data: bytes) -> Tokens:
+    data = bytes(data)
+    h = read_header(data)
+    groups, stages, codebook, frames = h.groups, h.stages, h.codebook_size, h.frames
     bits = max(1, math.ceil(math.log2(codebook)))
     count = frames * groups * stages
     payload = math.ceil(count * bits / 8)
@@ -119,5 +156,5 @@ def loads(data: bytes) -> Tokens:
     codes = unpack_bits(data[HEADER_BYTES:-4], bits, count)
     if codes.size and codes.max() >= codebook:
         raise TokenFileError(f"a code is {codes.max()}, outside the codebook of {codebook}")
-    return Tokens(codes.reshape(frames, groups, stages).astype(np.int64), sample_rate, float(frame_rate),
-                  codebook, samples)
+    return Tokens(codes.reshape(frames, groups, stages).astype(np.int64), h.sample_rate, h.frame_rate,
+                  codebook, h.samples)

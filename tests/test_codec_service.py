@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CODEC_HOP, CODEC_SR, Server, wav_bytes
+from conftest import CODEC_HOP, CODEC_SR, MAX_AUDIO_SECONDS, MAX_UPLOAD_MB, Server, wav_bytes
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -159,6 +159,37 @@ def test_stream_refusals(server: Server, query: str, messages: list, reason: str
                 ws.send(m if isinstance(m, bytes) else json.dumps(m))
             first = json.loads(ws.recv(timeout=30))
         assert first["type"] == "error" and first["reason"] == reason
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+        assert ws.close_code == 1008
+
+
+def one_hour_of_tokens() -> bytes:
+    frames = 3600 * CODEC_SR // CODEC_HOP
+    codes = np.zeros((frames, 2, 2), np.int64)
+    return codec_tokens.dumps(codec_tokens.Tokens(codes, CODEC_SR, CODEC_SR / CODEC_HOP, 1024, frames * CODEC_HOP))
+
+
+def test_decode_refuses_tokens_longer_than_the_audio_limit(server: Server) -> None:
+    data = one_hour_of_tokens()
+    assert len(data) < MAX_UPLOAD_MB * 1_000_000  # under the byte cap: only the duration refuses it
+    r = post(server, "/decode", {"tokens": ("hour.hark", data, "application/octet-stream")})
+    assert r.status_code == 413, r.text
+    body = r.json()
+    assert body["reason"] == "too_long"
+    assert "3600.0 s" in body["error"] and f"{MAX_AUDIO_SECONDS} s" in body["error"]
+    assert "HARK_MAX_AUDIO_SECONDS" in body["error"]
+
+
+def test_stream_decode_refuses_codes_past_the_audio_limit(server: Server) -> None:
+    frames = int((MAX_AUDIO_SECONDS + 1) * CODEC_SR / CODEC_HOP)
+    codes = np.zeros((frames, 2, 2), np.int64).tolist()
+    with connect(ws_url(server, "mode=decode")) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        ws.send(json.dumps({"type": "codes", "codes": codes}))
+        reply = json.loads(ws.recv(timeout=30))
+        assert reply["type"] == "error" and reply["reason"] == "too_long", reply
+        assert f"{MAX_AUDIO_SECONDS} s" in reply["error"]
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=30)
         assert ws.close_code == 1008

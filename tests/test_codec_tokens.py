@@ -7,7 +7,8 @@ import zlib
 import numpy as np
 import pytest
 
-from services.codec_tokens import HEADER_BYTES, TokenFileError, Tokens, dumps, loads, pack_bits, unpack_bits
+from services.codec_tokens import (HEADER_BYTES, TokenFileError, Tokens, dumps, loads, pack_bits, read_header,
+                                   too_long, unpack_bits)
 
 
 def tokens(frames: int = 50, groups: int = 2, stages: int = 2, codebook: int = 1024, seed: int = 0) -> Tokens:
@@ -78,3 +79,12 @@ MALFORMED = {
 def test_malformed_files_are_refused(name: str) -> None:
     with pytest.raises(TokenFileError):
         loads(MALFORMED[name])
+
+
+def test_header_gives_the_duration_without_unpacking() -> None:
+    data = dumps(tokens(frames=100))
+    header = read_header(data[:HEADER_BYTES + 4])  # the codes are not needed
+    assert header.frames == 100 and header.duration_s == pytest.approx(100 / 50)
+    assert too_long(header.duration_s, 2.0) is None
+    message = too_long(header.duration_s, 1.5)
+    assert message is not None and "1.5 s" in message and "HARK_MAX_AUDIO_SECONDS" in message
