@@ -23,6 +23,15 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HARK_ARTIFACTS_DIR": ("artifacts", "shipped models, used when the BentoML store lacks one"),
     "HARK_ENROLL_TTL_S": ("3600", "extractor: seconds an /enroll enrollment_id stays valid"),
     "HARK_ENROLL_MAX": ("1000", "extractor: enrollments kept per worker process (the oldest go first)"),
+    "HARK_API_KEYS": ("", "comma-separated API keys; when set (or HARK_API_KEYS_FILE), every route but "
+                          "HARK_OPEN_PATHS needs one (Authorization: Bearer KEY or X-API-Key: KEY)"),
+    "HARK_API_KEYS_FILE": ("", "a file of API keys, one per line (# starts a comment), added to HARK_API_KEYS"),
+    "HARK_OPEN_PATHS": ("/livez,/readyz,/healthz,/metrics", "paths (and what lies under them) served without a key"),
+    "HARK_ALLOWED_ORIGINS": ("", "comma-separated Origins a browser WebSocket may come from besides the "
+                                 "server's own; * allows any"),
+    "HARK_WS_IDLE_S": ("60", "seconds a WebSocket may stay silent before the server closes it"),
+    "HARK_MAX_CONCURRENCY": ("16", "requests and streams one worker runs at once; more get a 429 at once"),
+    "HARK_UI_MAX_UPLOAD_MB": ("50", "largest file the demo page (/ui) accepts, in MB"),
 }
 
 
@@ -74,6 +83,23 @@ def max_audio_seconds() -> float:
 
 def max_upload_bytes() -> int:
     return int(get_float("HARK_MAX_UPLOAD_MB") * 1_000_000)
+
+
+def get_list(name: str) -> list[str]:
+    """A comma-separated variable as its non-empty items."""
+    return [item.strip() for item in _raw(name).split(",") if item.strip()]
+
+
+def ws_idle_s() -> float:
+    return get_float("HARK_WS_IDLE_S")
+
+
+def max_concurrency() -> int:
+    return get_int("HARK_MAX_CONCURRENCY", minimum=1)
+
+
+def ui_max_upload_bytes() -> int:
+    return int(get_float("HARK_UI_MAX_UPLOAD_MB") * 1_000_000)
 
 
 def ort_threads() -> int:

@@ -33,7 +33,6 @@ from services.stream_io import StreamError, guarded, incoming, pcm_format, sampl
 
 NAME = "extractor"
 START_KEYS = {"type", "enrollment_id", "embedding", "format", "sample_rate", "channels"}
-START_TIMEOUT_S = 30.0  # a socket that never says whom to hear should not hold a slot
 CHANNELS = 2
 
 
@@ -122,10 +121,7 @@ async def extractor_stream(websocket: WebSocket) -> None:
 
 
 async def _start_message(websocket: WebSocket) -> dict[str, Any] | None:
-    try:
-        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        raise StreamError("timeout", f"No start message within {START_TIMEOUT_S:g} s") from None
+    message = await stream_io.receive(websocket, "start message")
     if message["type"] == "websocket.disconnect":
         return None
     start = stream_io.json_text(message)

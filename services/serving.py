@@ -27,13 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services import config
+from services import config, metrics_setup
+from services.access import AccessGuard
 from services.upload import RequestGuard, RouteSpec
 
 log = logging.getLogger("hark.serving")
 
 UI_PATH = "/ui"
 STREAM_PATH = "/stream"  # ws://HOST:PORT/stream/<name>
+STATIC_PATH = "/static_content"  # BentoML's Swagger page assets
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,12 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
             spec = apis[route].input_spec
             files = frozenset(spec.multipart_fields)
             routes[route] = RouteSpec(family.name, files, frozenset(spec.model_fields) - files)
+    # First added is outermost: who may come in is settled before any body is looked at.
+    service.add_asgi_middleware(AccessGuard, work_routes=frozenset(routes), stream_path=STREAM_PATH, ui_path=UI_PATH)
     service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
+    metrics_setup.claim_prometheus_dir()
+    stream_routes = [f"{STREAM_PATH}/{name}" for f in families for name in f.streams]
+    metrics_setup.bound_endpoint_labels([*apis, *stream_routes], [UI_PATH, STATIC_PATH])
     streams = _stream_app(families)
     if streams is not None:
         service.mount_asgi_app(streams, path=STREAM_PATH)

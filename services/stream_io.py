@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -60,11 +60,31 @@ def json_text(message: dict[str, Any]) -> Any:
         return None
 
 
+async def receive(websocket: Any, what: str = "message") -> MutableMapping[str, Any]:
+    """The next ASGI message; a client silent for HARK_WS_IDLE_S is refused, so an idle socket
+    does not hold its slot for ever."""
+    import asyncio
+
+    from services import config
+
+    idle = config.ws_idle_s()
+    try:
+        message = await asyncio.wait_for(websocket.receive(), idle)
+    except asyncio.TimeoutError:
+        raise StreamError("idle", f"No {what} for {idle:g} s (HARK_WS_IDLE_S): send audio more often, "
+                                  'or {"type": "end"} when done') from None
+    text = message.get("text")
+    if text is not None and len(text) > MAX_MESSAGE_BYTES:
+        raise StreamError("too_large", f"A text message may carry at most {MAX_MESSAGE_BYTES} bytes; "
+                                       "send the codes in smaller messages")
+    return message
+
+
 async def incoming(websocket: Any) -> AsyncIterator[bytes | Any]:
     """The client's messages until it hangs up: a binary one as its bytes, a text one as its
     JSON (json_text). The stream's loop ends when the client disconnects."""
     while True:
-        message = await websocket.receive()
+        message = await receive(websocket)
         if message["type"] == "websocket.disconnect":
             return
         yield message["bytes"] if message.get("bytes") is not None else json_text(message)

@@ -232,13 +232,13 @@ class RequestGuard:
         )
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
-            await _drain(receive, 4 * limit)
+            await drain(receive, 4 * limit)
             await self._send_reject(send, family, "too_large", too_large)
             return
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         boundary = _boundary(content_type)
         if boundary is None:
-            await _drain(receive, limit)
+            await drain(receive, limit)
             await self._send_reject(
                 send, family, "not_multipart",
                 f"The request is {content_type or 'without a content type'}; send multipart/form-data "
@@ -267,7 +267,7 @@ class RequestGuard:
                     state["abort"] = inspector.problem
                 if state["abort"] is not None:
                     if message.get("more_body", False):
-                        await _drain(receive, 4 * limit)
+                        await drain(receive, 4 * limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -358,7 +358,7 @@ def _boundary(content_type: str) -> bytes | None:
     return options.get(b"boundary") or None
 
 
-async def _drain(receive: Receive, cap: int) -> None:
+async def drain(receive: Receive, cap: int) -> None:
     """Read and discard the body (up to cap bytes) so the client gets to read our answer
     instead of a connection reset in the middle of its upload."""
     import anyio
