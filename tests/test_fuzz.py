@@ -1,0 +1,111 @@
+"""Property-based fuzzing (hypothesis, time-bounded) of what parses user bytes: audio decoding,
+.hark token files and classifier manifests raise only their documented errors, and the HTTP
+routes answer arbitrary uploads with a 4xx or a 200, never a 5xx."""
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import Server, tone, wav_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services import audio, codec_tokens
+from training.data.manifest import ManifestError, read_manifest
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LIMITS = audio.Limits(max_seconds=5.0, max_bytes=200_000)
+GOOD_WAV = wav_bytes(tone(440.0, 0.2, sr=8000), sr=8000)
+GOOD_TOKENS = codec_tokens.dumps(codec_tokens.Tokens(np.zeros((10, 2, 2), np.int64), 16000, 50.0, 1024, 3200))
+
+
+def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
+    """A valid file with a few bytes overwritten, cut or extended: near misses reach deeper
+    into a parser than random bytes do."""
+    edits = st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)), max_size=8)
+    return st.tuples(edits, st.integers(0, len(seed)), st.binary(max_size=64)).map(
+        lambda t: _apply(seed, *t))
+
+
+def _apply(seed: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
+    data = bytearray(seed)
+    for offset, value in edits:
+        data[offset] = value
+    return bytes(data[:cut]) + tail
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=2048), mutated(GOOD_WAV)))
+def test_audio_decoding_raises_only_audio_errors(data: bytes) -> None:
+    try:
+        decoded = audio.decode(data, 16000, limits=LIMITS)
+    except audio.AudioError as exc:
+        assert exc.reason and exc.message
+        return
+    assert decoded.samples.dtype == np.float32 and np.isfinite(decoded.samples).all()
+    assert 0 < decoded.duration_s <= LIMITS.max_seconds
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=512), mutated(GOOD_TOKENS),
+                 st.integers(0, 2**32 - 1).map(lambda frames: _with_frames(GOOD_TOKENS, frames))))
+def test_token_parsing_raises_only_token_errors(data: bytes) -> None:
+    try:
+        header = codec_tokens.read_header(data)
+        tokens = codec_tokens.loads(data)
+    except codec_tokens.TokenFileError as exc:
+        assert str(exc)
+        return
+    assert header.duration_s >= 0 and tokens.codes.shape == (header.frames, header.groups, header.stages)
+    assert tokens.codes.size == 0 or int(tokens.codes.max()) < tokens.codebook_size
+
+
+def _with_frames(data: bytes, frames: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into("<I", out, 18, frames)
+    return bytes(out)
+
+
+CSV_TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=400)
+HEADER = "participant_id,audio_path,transcript,label,split\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(CSV_TEXT, CSV_TEXT.map(lambda body: HEADER + body), st.binary(max_size=300)))
+def test_manifest_parsing_raises_only_manifest_errors(content: str | bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "manifest.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        try:
+            recordings, warnings = read_manifest(path, check_files=False)
+        except ManifestError as exc:
+            assert str(exc)
+            return
+        assert recordings and all(r.participant_id and r.label for r in recordings)
+        assert isinstance(warnings, list)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["/transcribe", "/encode", "/decode", "/reconstruct"]),
+       data=st.one_of(st.binary(max_size=4096), mutated(GOOD_WAV), mutated(GOOD_TOKENS)),
+       content_type=st.sampled_from(["audio/wav", "application/octet-stream", "text/plain", "audio/ogg"]))
+def test_http_routes_never_answer_5xx(server: Server, route: str, data: bytes, content_type: str) -> None:
+    field = "tokens" if route == "/decode" else "audio"
+    r = httpx.post(f"{server.url}{route}", files={field: ("f", data, content_type)}, timeout=60)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert r.json()["error"]
+
+
+@pytest.mark.parametrize("route", ["/transcribe", "/decode"])
+def test_http_fuzz_leaves_the_server_serving(server: Server, route: str) -> None:
+    field = "tokens" if route == "/decode" else "audio"
+    body = GOOD_TOKENS if route == "/decode" else GOOD_WAV
+    assert httpx.post(f"{server.url}{route}", files={field: ("f", body, "audio/wav")}, timeout=60).status_code == 200
