@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from services import auth, config, metrics
+from services import auth, config, memory, metrics
 from services.upload import drain
 
 log = logging.getLogger("hark.access")
@@ -79,6 +79,9 @@ class AccessGuard:
                 await self.app(scope, receive, send)
             finally:
                 self.running -= 1
+                if self.running == 0:  # idle: give what the request's peak took back (services/memory.py)
+                    memory.release()
+                    metrics.set_worker_rss(memory.rss_bytes())
             return
         await self.app(scope, receive, send)
 

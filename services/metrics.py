@@ -27,6 +27,7 @@ class _Metrics:
     realtime_factor: Any
     rejected: Any
     model_info: Any
+    worker_rss: Any
 
 
 _metrics: _Metrics | None = None
@@ -54,6 +55,9 @@ def _get() -> _Metrics:
                 model_info=prom.Gauge(
                     f"{PREFIX}_model_info", "The model a family serves (value is always 1)",
                     ["family", "model", "version", "sha256", "provider"], multiprocess_mode="max"),
+                worker_rss=prom.Gauge(
+                    f"{PREFIX}_worker_rss_bytes", "Resident memory of each worker after its last request",
+                    [], multiprocess_mode="liveall"),
             )
         return _metrics
 
@@ -72,3 +76,7 @@ def count_rejection(family: str, reason: str) -> None:
 
 def set_model_info(family: str, model: str, version: str, sha256: str, provider: str) -> None:
     _get().model_info.labels(family=family, model=model, version=version, sha256=sha256, provider=provider).set(1)
+
+
+def set_worker_rss(rss_bytes: int) -> None:
+    _get().worker_rss.set(rss_bytes)
