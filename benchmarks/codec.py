@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks import codec_anchors, harness, report, speed
 from benchmarks.harness import Unavailable, display, reason
+from services import audio as audio_io
 
 log = logging.getLogger("hark.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -127,8 +128,15 @@ def stoi(ref: np.ndarray, est: np.ndarray) -> float:
     return float(_stoi(ref, est, SAMPLE_RATE, extended=False))
 
 
+def level_diff_db(ref: np.ndarray, est: np.ndarray) -> float:
+    """Active level of the output minus that of the input (services.audio.active_level_db)."""
+    return (audio_io.active_level_db(audio_io.frame_powers(est, SAMPLE_RATE))
+            - audio_io.active_level_db(audio_io.frame_powers(ref, SAMPLE_RATE)))
+
+
 SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "pesq_wb": pesq_wb, "stoi": stoi, "mel_distance": mel_distance, "si_sdr": si_sdr}
+    "pesq_wb": pesq_wb, "stoi": stoi, "mel_distance": mel_distance, "si_sdr": si_sdr,
+    "level_diff_db": level_diff_db}
 SCORER_PACKAGES = ["pesq", "pystoi"]  # their versions go in the results beside report.stamp()'s
 
 
@@ -357,6 +365,8 @@ def evaluate(files: list[Path], systems: dict[str, SystemFn], limit_s: float | N
             if coded is not None:
                 coded_bytes[name] = coded_bytes.get(name, 0) + coded
     summary = {name: summarise(clips, seconds) for name, clips in per_clip.items() if name not in failed}
+    for name in summary:  # loudness is judged clip by clip: the worst one, not the mean
+        summary[name]["level_diff_db_max_abs"] = round(max(abs(c["level_diff_db"]) for c in per_clip[name]), 3)
     for name, total in coded_bytes.items():
         if name in summary:
             summary[name]["kbps"] = round(total * 8 / seconds / 1000, 3)
@@ -404,7 +414,10 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
                     "stoi": "pystoi, classic STOI (not extended)",
                     "mel_distance": f"mean |log(mel(|STFT|) + 1e-5)| difference; n_fft {N_FFT}, hop {HOP}, "
                                     f"{N_MELS} HTK mels (training.losses.mel_filterbank), periodic Hann, centred",
-                    "si_sdr": "scale-invariant SDR in dB, zero-mean signals"},
+                    "si_sdr": "scale-invariant SDR in dB, zero-mean signals",
+                    "level_diff_db": "active level (services.audio.active_level_db: 20 ms frames within "
+                                     "35 dB of the loudest) of the output minus that of the input; "
+                                     "level_diff_db_max_abs is the worst clip's"},
         "kbps": "anchors: coded bytes (container included) * 8 over the audio seconds",
         "split": args.split,
         "limit_seconds": args.limit_seconds,
@@ -483,7 +496,8 @@ def _torch_fns(checkpoint: Path, names: list[str], audio: np.ndarray) -> tuple[d
 
 def _onnx_fns(model_dir: Path, names: list[str], audio: np.ndarray) -> tuple[dict[str, Callable[[], object]], dict]:
     model = _load_codec_model(model_dir, threads=1)
-    fns = {name: (lambda kbps=HARK_KBPS[name]: model.decode(model.encode(audio, kbps))) for name in names}
+    # reconstruct = encode, the encoder's own decode for the level correction, and the decode
+    fns = {name: (lambda kbps=HARK_KBPS[name]: model.reconstruct(audio, kbps)) for name in names}
     info = {**_model_info(model, model_dir), "runtime": "onnxruntime, 1 thread (intra-op)"}
     return fns, {name: {**info, "kbps": HARK_KBPS[name]} for name in names}
 
@@ -588,13 +602,19 @@ def run_bench(args: argparse.Namespace, systems: dict[str, SystemFn] | None = No
 # --- markdown -----------------------------------------------------------------------------------
 
 
-def _kbps_rows(by_system: dict[str, dict[str, Any]], systems: list[str]) -> list[str]:
-    """The measured bitrate under a set's metrics, where a system reported its coded size."""
-    if not any("kbps" in v for v in by_system.values()):
-        return []
-    cells = [report.mean_median_cell(by_system.get(s, {}), "kbps", 2) if "kbps" in by_system.get(s, {}) else "—"
-             for s in systems]
-    return ["|  | coded kbps (measured) | " + " | ".join(cells) + " |"]
+def _extra_rows(by_system: dict[str, dict[str, Any]], systems: list[str]) -> list[str]:
+    """Under a set's metrics: output level against input (median, and the worst clip), and the
+    measured bitrate where a system reported its coded size."""
+    rows = []
+    if any("level_diff_db_max_abs" in v for v in by_system.values()):
+        cells = [f"{v['level_diff_db_median']:+.2f} [{v['level_diff_db_max_abs']:.2f}]"
+                 if "level_diff_db_max_abs" in (v := by_system.get(s, {})) else "—" for s in systems]
+        rows.append("|  | output level - input level, dB: median [worst clip, abs] | " + " | ".join(cells) + " |")
+    if any("kbps" in v for v in by_system.values()):
+        cells = [report.mean_median_cell(by_system.get(s, {}), "kbps", 2) if "kbps" in by_system.get(s, {})
+                 else "—" for s in systems]
+        rows.append("|  | coded kbps (measured) | " + " | ".join(cells) + " |")
+    return rows
 
 
 TABLES = report.FamilyTables(
@@ -609,7 +629,7 @@ TABLES = report.FamilyTables(
     speed_note=lambda bench: (f"median of {bench.get('repeats', '?')} repeats on {bench.get('audio_s', '?')} s of "
                               f"held-out speech, {bench.get('cores', '?')} cores; the anchors' figures include "
                               "starting ffmpeg."),
-    extra_rows=_kbps_rows,
+    extra_rows=_extra_rows,
 )
 
 

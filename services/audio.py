@@ -290,6 +290,50 @@ def decode(
     )
 
 
+LEVEL_FRAME_S = 0.02
+LEVEL_RANGE_DB = 35.0  # frames this far below the loudest count as pauses, not speech
+LEVEL_FLOOR_DB = -70.0
+
+
+def frame_powers(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mean power of each whole 20 ms frame of mono `x` (a trailing partial frame is left out)."""
+    n = max(1, int(round(LEVEL_FRAME_S * sample_rate)))
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    frames = x[: x.size // n * n].reshape(-1, n)
+    return (frames ** 2).mean(axis=1)
+
+
+def active_level_db(powers: np.ndarray) -> float:
+    """Active speech level in dBFS from `frame_powers`: the mean power of the frames within
+    LEVEL_RANGE_DB of the loudest (and above LEVEL_FLOOR_DB), so pauses do not dilute it. In the
+    spirit of ITU-T P.56, simpler; -inf for silence."""
+    p = np.asarray(powers, dtype=np.float64)
+    if p.size == 0 or p.max() <= 10 ** (LEVEL_FLOOR_DB / 10):
+        return float("-inf")
+    db = 10 * np.log10(p + 1e-30)
+    active = p[db > max(db.max() - LEVEL_RANGE_DB, LEVEL_FLOOR_DB)]
+    return float(10 * np.log10(active.mean()))
+
+
+class LevelMeter:
+    """`frame_powers` of a signal that arrives in chunks of any size, for `active_level_db`."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate, self.frame = sample_rate, max(1, int(round(LEVEL_FRAME_S * sample_rate)))
+        self.pending = np.zeros(0, dtype=np.float64)
+        self.powers: list[np.ndarray] = []
+
+    def push(self, x: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, np.asarray(x, dtype=np.float64).reshape(-1)])
+        whole = self.pending.size // self.frame * self.frame
+        if whole:
+            self.powers.append(frame_powers(self.pending[:whole], self.sample_rate))
+            self.pending = self.pending[whole:]
+
+    def all_powers(self) -> np.ndarray:
+        return np.concatenate(self.powers) if self.powers else np.zeros(0)
+
+
 class ChunkResampler:
     """Resample a stream chunk by chunk to `target` Hz (soxr keeps its filter state between
     chunks); the identity when the rates match."""

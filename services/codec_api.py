@@ -138,7 +138,7 @@ class CodecAPI:
         except ValueError as exc:  # TokenFileError included: refused, never decoded into noise
             return reject("bad_tokens", f"Not a token file this codec can decode: {exc}")
         t0 = time.perf_counter()
-        y = m.decode(parsed.codes, samples=parsed.samples)
+        y = m.decode(parsed.codes, samples=parsed.samples, gain_db=parsed.gain_db)
         metrics.observe_inference(NAME, y.size / m.sample_rate, time.perf_counter() - t0)
         return Response(wav_bytes(y, m.sample_rate), media_type="audio/wav", headers={
             "Content-Disposition": f'attachment; filename="{_stem(tokens, "decoded")}.wav"'})

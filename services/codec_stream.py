@@ -5,15 +5,19 @@ Protocol (see docs/CONTRACT.md):
 - query parameters: `mode` = `encode` (audio in, codes out), `decode` (codes in, audio out) or
   `reconstruct` (audio in, coded audio out; default); `bitrate_kbps` (encode, reconstruct;
   default the highest); `sample_rate` and `format` (`f32` or `s16`) of the audio the client
-  sends (encode, reconstruct; default 16 kHz f32);
+  sends (encode, reconstruct; default 16 kHz f32); `gain_db` (decode: the level correction of
+  the token file the codes come from, applied to the audio; default 0);
 - the server first sends `{"type": "ready", ...}` with the model, bitrates and latency;
 - audio goes in binary messages of mono PCM; codes go in text messages
   `{"type": "codes", "codes": [[[c, ...], ...], ...]}` ([frames, groups, stages]);
 - the server answers each message with what it completes: `{"type": "codes", ...}` messages
   (encode) or binary float32 little-endian audio at the model's rate (decode, reconstruct);
 - the client sends `{"type": "end"}` when done; the server sends what remains and
-  `{"type": "done", "audio_s", "frames"}`. Concatenated, the streamed output equals the
-  offline output of /encode or /decode (the codes exactly, the audio within 1e-4);
+  `{"type": "done", "audio_s", "frames", "gain_db"}`. Concatenated, the streamed output equals
+  the offline output of /encode or /decode (the codes exactly, the audio within 1e-4). The level
+  correction needs the whole recording, so a stream reports it at the end (`gain_db`, encode and
+  reconstruct; the value a .hark file of the same audio carries) rather than applying it to
+  audio already sent: a decode stream applies the `gain_db` it is given;
 - bad parameters or messages give `{"type": "error", "reason", "error"}` and close code 1008.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from services import audio, codec_tokens, config, metrics
-from services.codec_model import CodecModel, DecoderStream, EncoderStream
+from services.codec_model import CodecModel, DecoderStream, EncoderStream, apply_gain, correction_db
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "codec"
@@ -38,10 +42,10 @@ class CodecSession:
     """One stream's state: the chosen mode and the encoder/decoder streams it needs."""
 
     def __init__(self, model: CodecModel, query: dict[str, str]):
-        unknown = sorted(set(query) - {"mode", "bitrate_kbps", "sample_rate", "format"})
+        unknown = sorted(set(query) - {"mode", "bitrate_kbps", "sample_rate", "format", "gain_db"})
         if unknown:
             raise StreamError("params", f"Unknown query parameters {unknown}; accepted: mode, bitrate_kbps, "
-                                        "sample_rate, format")
+                                        "sample_rate, format, gain_db")
         self.mode = query.get("mode", "reconstruct")
         if self.mode not in MODES:
             raise StreamError("params", f"mode must be one of {list(MODES)}, not {self.mode!r}")
@@ -51,11 +55,23 @@ class CodecSession:
         except ValueError as exc:
             raise StreamError("params", f"bitrate_kbps: {exc}") from None
         self.rate, self.dtype = pcm_format(query, model.sample_rate)
+        try:
+            self.gain_db = float(query.get("gain_db", 0.0))
+            if self.mode != "decode" and self.gain_db:
+                raise ValueError("only mode=decode takes it (encode and reconstruct measure it)")
+            if not abs(self.gain_db) <= codec_tokens.MAX_GAIN_DB:
+                raise ValueError(f"at most +-{codec_tokens.MAX_GAIN_DB:g} dB")
+        except ValueError as exc:
+            raise StreamError("params", f"gain_db: {exc}") from None
         self.model = model
         self.resample = audio.ChunkResampler(self.rate, model.sample_rate)
         self.encoder = EncoderStream(model, self.kbps) if self.mode != "decode" else None
         self.decoder = DecoderStream(model) if self.mode != "encode" else None
-        self.stages, self.frames, self.emitted = stages, 0, 0
+        # encode decodes too, unheard, to measure the level correction its codes need
+        self.shadow = DecoderStream(model) if self.mode == "encode" else None
+        self.level_in = audio.LevelMeter(model.sample_rate)
+        self.level_out = audio.LevelMeter(model.sample_rate)
+        self.stages, self.frames, self.emitted, self.metered = stages, 0, 0, 0
 
     @property
     def audio_s(self) -> float:
@@ -77,6 +93,7 @@ class CodecSession:
         x = self.resample(samples(data, self.dtype))
         if self.audio_s + x.size / self.model.sample_rate > config.max_audio_seconds():
             raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s (HARK_MAX_AUDIO_SECONDS)")
+        self.level_in.push(x)
         return self._codes_out(self.encoder.push(x))
 
     def codes_in(self, message: dict[str, Any]) -> list[Any]:
@@ -95,23 +112,44 @@ class CodecSession:
         if refusal is not None:
             raise StreamError("too_long", refusal)
         self.frames += full.shape[0]
-        return [self._audio_out(self.decoder.push(codes))]
+        return [apply_gain(self._audio_out(self.decoder.push(codes)), self.gain_db)]
 
     def _audio_out(self, y: np.ndarray) -> np.ndarray:
         self.emitted += y.size
+        self._meter(y)
         return y
+
+    def _meter(self, y: np.ndarray) -> None:
+        """Meter decoded audio up to the input's length, as the offline correction does (the last
+        frame's zero padding decodes to samples that are cut)."""
+        if self.encoder is not None:
+            take = max(0, min(y.size, self.encoder.samples - self.metered))
+            self.level_out.push(y[:take])
+            self.metered += take
 
     def _codes_out(self, codes: np.ndarray) -> list[Any]:
         self.frames += codes.shape[0]
         if self.decoder is not None:
             return [self._audio_out(self.decoder.push(codes))]
+        if self.shadow is not None:
+            self._meter(self.shadow.push(codes))
         return [{"type": "codes", "codes": codes.tolist()}] if codes.shape[0] else []
+
+    def correction_db(self) -> float:
+        """The level correction a .hark file of this stream's audio carries (decode: the given one)."""
+        if self.encoder is None:
+            return self.gain_db
+        return correction_db(self.level_in.all_powers(), self.level_out.all_powers())
 
     def end(self) -> list[Any]:
         out: list[Any] = []
         if self.encoder is not None:
-            out += self._codes_out(self.encoder.push(self.resample(np.zeros(0, np.float32), last=True)))
+            flushed = self.resample(np.zeros(0, np.float32), last=True)
+            self.level_in.push(flushed)
+            out += self._codes_out(self.encoder.push(flushed))
             out += self._codes_out(self.encoder.finish())
+        if self.shadow is not None:
+            self._meter(self.shadow.finish())
         if self.decoder is not None:
             out.append(self._audio_out(self.decoder.finish()))
             if self.encoder is not None:  # cut the zero padding of the last frame, as /reconstruct does
@@ -161,7 +199,7 @@ async def _codec_session(websocket: WebSocket) -> None:
                 processed_s += time.perf_counter() - t0
                 metrics.observe_inference(model.name, session.audio_s, processed_s)
                 await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
-                                           "frames": session.frames})
+                                           "frames": session.frames, "gain_db": session.correction_db()})
                 await websocket.close()
                 return
             else:

@@ -4,7 +4,7 @@ Layout (all integers little-endian):
 
     offset size  field
     0      4     magic b"HARK"
-    4      1     version (1)
+    4      1     version (2; version 1 files, without gain_db, are still read)
     5      1     flags (0; reserved)
     6      4     sample_rate (Hz) of the audio the codes describe
     10     4     frame_rate (Hz, float32), code frames per second
@@ -13,7 +13,9 @@ Layout (all integers little-endian):
     16     2     codebook_size (entries per codebook)
     18     4     frames
     22     4     samples, the audio length to cut the decoded signal to
-    26     ...   codes, [frames, groups, stages] in that order, each in ceil(log2(codebook_size))
+    26     2     gain_db (int16, hundredths of a dB): the level correction the decoder applies, so
+                 that the decoded speech has the input's active level (absent in version 1)
+    28     ...   codes, [frames, groups, stages] in that order, each in ceil(log2(codebook_size))
                  bits, most significant bit first, packed back to back; zero bits pad the last byte
     end-4  4     CRC-32 of every byte before it
 
@@ -30,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"HARK"
-VERSION = 1
-_HEADER = struct.Struct("<4sBBIfBBHII")
-HEADER_BYTES = _HEADER.size  # 26
+VERSION = 2
+_HEADERS = {1: struct.Struct("<4sBBIfBBHII"), 2: struct.Struct("<4sBBIfBBHIIh")}
+HEADER_BYTES = _HEADERS[VERSION].size  # 28
+MAX_GAIN_DB = 20.0  # a correction beyond this is not a level mismatch but a broken encode
 MAX_FRAMES = 1 << 24
 
 
@@ -47,6 +50,7 @@ class Tokens:
     frame_rate: float
     codebook_size: int
     samples: int
+    gain_db: float = 0.0
 
     @property
     def frames(self) -> int:
@@ -83,8 +87,10 @@ def dumps(tokens: Tokens) -> bytes:
     frames, groups, stages = codes.shape
     if codes.size and (codes.min() < 0 or codes.max() >= tokens.codebook_size):
         raise ValueError(f"codes must lie in [0, {tokens.codebook_size})")
-    header = _HEADER.pack(MAGIC, VERSION, 0, tokens.sample_rate, tokens.frame_rate, groups, stages,
-                          tokens.codebook_size, frames, tokens.samples)
+    if not abs(tokens.gain_db) <= MAX_GAIN_DB:
+        raise ValueError(f"gain_db must lie within +-{MAX_GAIN_DB:g} dB, not {tokens.gain_db}")
+    header = _HEADERS[VERSION].pack(MAGIC, VERSION, 0, tokens.sample_rate, tokens.frame_rate, groups, stages,
+                                    tokens.codebook_size, frames, tokens.samples, round(tokens.gain_db * 100))
     body = header + pack_bits(codes, tokens.bits_per_code)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -100,6 +106,8 @@ class Header:
     codebook_size: int
     frames: int
     samples: int
+    gain_db: float
+    header_bytes: int
 
     @property
     def duration_s(self) -> float:
@@ -113,14 +121,18 @@ def read_header(data: bytes) -> Header:
 
     Servers call this before `loads` so a long file is refused by its declared length, before
     any memory goes into unpacking or decoding it."""
-    if len(data) < HEADER_BYTES + 4:
-        raise TokenFileError(f"a token file has at least {HEADER_BYTES + 4} bytes; this one has {len(data)}")
-    magic, version, flags, sample_rate, frame_rate, groups, stages, codebook, frames, samples = \
-        _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise TokenFileError(f"not a .hark token file (starts with {magic!r}, not {MAGIC!r})")
-    if version != VERSION:
-        raise TokenFileError(f"token file version {version}; this server reads version {VERSION}")
+    if len(data) < 5 or data[:4] != MAGIC:
+        raise TokenFileError(f"not a .hark token file (starts with {bytes(data[:4])!r}, not {MAGIC!r})")
+    version = data[4]
+    if version not in _HEADERS:
+        raise TokenFileError(f"token file version {version}; this server reads versions {sorted(_HEADERS)}")
+    header = _HEADERS[version]
+    if len(data) < header.size + 4:
+        raise TokenFileError(f"a token file has at least {header.size + 4} bytes; this one has {len(data)}")
+    _, _, flags, sample_rate, frame_rate, groups, stages, codebook, frames, samples, *gain = header.unpack_from(data)
+    gain_db = gain[0] / 100 if gain else 0.0
+    if abs(gain_db) > MAX_GAIN_DB:
+        raise TokenFileError(f"implausible gain_db {gain_db:g} (at most +-{MAX_GAIN_DB:g} dB)")
     if flags:
         raise TokenFileError(f"unknown flags {flags:#x}")
     if not (1 <= groups <= 16 and 1 <= stages <= 16 and 2 <= codebook <= 65535):
@@ -129,7 +141,7 @@ def read_header(data: bytes) -> Header:
         raise TokenFileError(f"implausible rates: sample_rate {sample_rate}, frame_rate {frame_rate}")
     if frames > MAX_FRAMES or samples > math.ceil(frames * sample_rate / frame_rate):
         raise TokenFileError(f"{samples} samples cannot come from {frames} frames at {frame_rate:g} Hz")
-    return Header(sample_rate, float(frame_rate), groups, stages, codebook, frames, samples)
+    return Header(sample_rate, float(frame_rate), groups, stages, codebook, frames, samples, gain_db, header.size)
 
 
 def too_long(seconds: float, limit_s: float) -> str | None:
@@ -147,14 +159,14 @@ def loads(data: bytes) -> Tokens:
     bits = max(1, math.ceil(math.log2(codebook)))
     count = frames * groups * stages
     payload = math.ceil(count * bits / 8)
-    if len(data) != HEADER_BYTES + payload + 4:
+    if len(data) != h.header_bytes + payload + 4:
         raise TokenFileError(f"the header promises {payload} bytes of codes, the file holds "
-                             f"{len(data) - HEADER_BYTES - 4}: truncated or padded")
+                             f"{len(data) - h.header_bytes - 4}: truncated or padded")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if crc != zlib.crc32(data[:-4]):
         raise TokenFileError("checksum mismatch: the file is corrupted")
-    codes = unpack_bits(data[HEADER_BYTES:-4], bits, count)
+    codes = unpack_bits(data[h.header_bytes:-4], bits, count)
     if codes.size and codes.max() >= codebook:
         raise TokenFileError(f"a code is {codes.max()}, outside the codebook of {codebook}")
     return Tokens(codes.reshape(frames, groups, stages).astype(np.int64), h.sample_rate, h.frame_rate,
-                  codebook, h.samples)
+                  codebook, h.samples, h.gain_db)

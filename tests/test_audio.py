@@ -120,3 +120,17 @@ def test_sniffing():
     assert audio.sniff_format(b"ID3\x04rest") == "MP3"
     assert audio.sniff_format(b"OggS\0\0") == "OGG"
     assert audio.sniff_format(b"hello world") is None
+
+
+def test_active_level_ignores_pauses_and_meters_streams_as_whole() -> None:
+    from services.audio import LevelMeter, active_level_db, frame_powers
+
+    rng = np.random.default_rng(3)
+    speech = rng.standard_normal(16000) * 0.1  # -20 dBFS
+    x = np.concatenate([speech, np.zeros(32000), speech])  # two thirds silence
+    assert active_level_db(frame_powers(x, 16000)) == pytest.approx(-20.0, abs=0.2)
+    meter = LevelMeter(16000)
+    for i in range(0, x.size, 777):
+        meter.push(x[i:i + 777])
+    assert np.allclose(meter.all_powers(), frame_powers(x, 16000))
+    assert active_level_db(frame_powers(np.zeros(16000), 16000)) == float("-inf")

@@ -69,3 +69,18 @@ def test_streams_equal_offline(codec: CodecModel, kbps: float) -> None:
     streamed = np.concatenate(audio)
     reference = codec.decode(offline)
     assert streamed.size == reference.size and np.abs(streamed - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("level_db", [-40.0, -25.0, -12.0])
+def test_output_keeps_the_input_level(codec: CodecModel, level_db: float) -> None:
+    from services.audio import active_level_db, frame_powers
+
+    t = np.arange(int(1.3 * 16000)) / 16000
+    x = noise(1.3) * np.maximum(0.0, np.sin(2 * np.pi * 1.5 * t)) ** 2  # bursts and pauses, as speech
+    x = (x * 10 ** ((level_db - active_level_db(frame_powers(x, 16000))) / 20)).astype(np.float32)
+    raw = codec.decode(codec.encode(x, 2.0), samples=x.size)
+    tokens = codec.tokens(x, 2.0)
+    for y in (codec.reconstruct(x, 2.0), codec.decode(tokens.codes, tokens.samples, tokens.gain_db)):
+        assert abs(active_level_db(frame_powers(y, 16000)) - level_db) <= 0.05
+    # the correction is the encoder's measurement of its own decoder, not a constant
+    assert tokens.gain_db == pytest.approx(level_db - active_level_db(frame_powers(raw, 16000)), abs=0.01)

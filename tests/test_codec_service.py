@@ -127,6 +127,11 @@ def test_stream_reconstruct_equals_offline(server: Server, clip: np.ndarray) -> 
                    {"bitrate_kbps": "1"})
     ref = wav_of(offline)
     assert streamed.size == clip.size
+    # The level correction needs the whole recording: the stream reports it at the end, and it is
+    # the one the offline reconstruction applied.
+    gain = replies[-1]["gain_db"]
+    assert gain != 0.0
+    streamed = np.clip(streamed * 10 ** (gain / 20), -1, 1)
     # The WAV reply is 16-bit: compare within its quantisation step.
     assert np.abs(streamed - ref).max() <= 1 / 32768 + 1e-4
 
@@ -138,6 +143,8 @@ def test_stream_encode_then_decode_equals_offline(server: Server, clip: np.ndarr
     upload = {"audio": ("s.wav", wav_bytes(pcm.astype(np.float32) / 32768, CODEC_SR, "FLOAT"), "audio/wav")}
     offline = np.asarray(post(server, "/encode", upload, {"format": "json"}).json()["codes"])
     assert np.array_equal(codes, offline)
+    token_file = codec_tokens.loads(post(server, "/encode", upload).content)
+    assert replies[-1]["gain_db"] == pytest.approx(token_file.gain_db, abs=0.02)
     _, replies = stream(server, "mode=decode", [{"type": "codes", "codes": codes[i:i + 7].tolist()}
                                                 for i in range(0, len(codes), 7)])
     audio = np.concatenate([r for r in replies if isinstance(r, np.ndarray)])

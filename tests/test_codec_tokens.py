@@ -58,7 +58,8 @@ MALFORMED = {
     "empty": b"",
     "short": GOOD[:20],
     "magic": _edit(GOOD, 0, "<4s", b"RIFF"),
-    "version": _edit(GOOD, 4, "<B", 2),
+    "version": _edit(GOOD, 4, "<B", 3),
+    "gain_too_large": _edit(GOOD, 26, "<h", 2500),
     "flags": _edit(GOOD, 5, "<B", 1),
     "groups0": _edit(GOOD, 14, "<B", 0),
     "codebook1": _edit(GOOD, 16, "<H", 1),
@@ -88,3 +89,16 @@ def test_header_gives_the_duration_without_unpacking() -> None:
     assert too_long(header.duration_s, 2.0) is None
     message = too_long(header.duration_s, 1.5)
     assert message is not None and "1.5 s" in message and "HARK_MAX_AUDIO_SECONDS" in message
+
+
+def test_gain_round_trips_and_version_1_files_still_decode() -> None:
+    t = Tokens(np.arange(24).reshape(4, 3, 2) % 7, 16000, 50.0, 1024, 1280, gain_db=1.73)
+    back = loads(dumps(t))
+    assert back.gain_db == pytest.approx(1.73) and np.array_equal(back.codes, t.codes)
+    # a version 1 file: the same layout without the two gain bytes, read with no correction
+    v2 = dumps(t)
+    v1 = _refresh_crc(v2[:4] + b"\x01" + v2[5:26] + v2[28:])
+    old = loads(v1)
+    assert old.gain_db == 0.0 and np.array_equal(old.codes, t.codes) and old.samples == 1280
+    with pytest.raises(ValueError):
+        dumps(Tokens(t.codes, 16000, 50.0, 1024, 1280, gain_db=40.0))

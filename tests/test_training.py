@@ -132,3 +132,21 @@ def test_schedule_progress_runs_from_warmup_to_the_first_budget_spent():
     cfg = LoopConfig(steps=1000, warmup_steps=100, max_minutes=60, anneal_by_time=True)
     assert schedule_progress(50, cfg) == 0.0 and schedule_progress(1000, cfg) == 1.0
     assert schedule_progress(550, cfg) == 0.5 and schedule_progress(550, cfg, minutes=45) == 0.75
+
+
+def test_gpu_pieces_round_trip_a_checkpoint(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from training.gpu import pieces
+
+    state = {"model": {f"w{i}": torch.randn(64, 64) for i in range(5)}, "critic": {"c": torch.randn(8)},
+             "optimizer": {"state": {}}, "step": 7}
+    torch.save(state, tmp_path / "last.pt")
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 20_000)  # forces several model pieces
+    written = pieces.split(tmp_path / "last.pt", tmp_path / "out" / "codec")
+    assert len([p for p in written if ".model." in p.name]) >= 2
+    back = pieces.join(tmp_path / "out" / "codec", tmp_path / "joined.pt")
+    assert back["step"] == 7 and "optimizer" not in back  # slim: weights only, in float16
+    for key in ("model", "critic"):
+        for name, t in state[key].items():
+            assert torch.equal(back[key][name], t.half())

@@ -3,7 +3,8 @@
 # shipped checkpoint for MINUTES of training at a large batch, and leave the checkpoint and its
 # metrics in $OUT. Needs .gpu/ from training/gpu/pack.sh, carried. Extra arguments go to
 # `hark train FAMILY` (they override the defaults below).
-#   bash training/gpu/resume.sh codec 8.5 [--lr 3e-4]
+#   bash training/gpu/resume.sh codec 7.6 [--lr 3e-4]
+# One device command may run 10 minutes: loading data takes about a minute, so keep MINUTES <= 8.
 set -euo pipefail
 FAMILY=$1; MINUTES=$2; shift 2
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -23,6 +24,8 @@ python3 -c "from hark.cli import main; raise SystemExit(main())" train "$FAMILY"
   --max-minutes "$BUDGET" "${ARGS[@]}" "$@" > /tmp/train.raw 2>&1 || echo "training exited with $?"
 tr '\r' '\n' < /tmp/train.raw | grep -v '^\s*$' > /tmp/train.lines || true
 awk 'NR % 25 == 1' /tmp/train.lines > "$OUT/train.log"; tail -n 25 /tmp/train.lines | tee -a "$OUT/train.log"
-cp "runs/$FAMILY/last.pt" "$OUT/$FAMILY.pt"
+# Files come back at most 16 MiB each: the slim checkpoint, in pieces (join them here with
+# `python -m training.gpu.pieces join DIR/$FAMILY checkpoints/$FAMILY.pt`).
+python3 -m training.gpu.pieces split "runs/$FAMILY/last.pt" "$OUT/$FAMILY"
 cp "runs/$FAMILY/metrics.jsonl" "$OUT/" 2>/dev/null || true
 ls -la "$OUT"
