@@ -81,6 +81,8 @@ class ClassifierAPI:
         try:
             decoded = audio_io.decode(audio.read_bytes(), m.sample_rate, content_type=audio.content_type,
                                       limits=limits)
+            # A label for silence or a hum would look as confident as one for a voice.
+            audio_io.require_voice(decoded.samples, m.sample_rate)
         except audio_io.AudioError as exc:
             return reject(exc.reason, exc.message)
         t0 = time.perf_counter()

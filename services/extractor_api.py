@@ -139,6 +139,11 @@ class ExtractorAPI:
             return reject("too_short", f"{field}: the enrollment is {seconds:.2f} s; it needs at least "
                                        f"{ENROLL_MIN_SECONDS:g} s (3-5 s is best) of the target talker. "
                                        f"{limits.accepted()}", status=422), None, 0.0
+        try:
+            # An embedding of silence or a hum would pass for a voice and steer /extract to nothing.
+            audio_io.require_voice(x, SAMPLE_RATE)
+        except audio_io.AudioError as exc:
+            return reject(exc.reason, f"{field}: {exc.message}"), None, 0.0
         t0 = time.perf_counter()
         embedding = self.extractor.enroll(x)
         metrics.observe_inference(NAME, seconds, time.perf_counter() - t0)
