@@ -338,6 +338,13 @@ def _read_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limits: Li
     return np.ascontiguousarray(out.T) if limits.binaural else out
 
 
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit WAV of float audio ((samples,) or (samples, channels)), clipped to [-1, 1]."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def load(
     source: bytes | bytearray | memoryview | Path | str,
     target_rate: int,

@@ -16,14 +16,13 @@ from pydantic import BaseModel, Field
 
 from services import audio as audio_io
 from services import metrics, model_store
-from services.classifier_model import ClassifierModel
+from services.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
 from services.serving import Family
 from services.upload import AudioUpload, reject
 
 log = logging.getLogger("hark.classifier")
 
 NAME = "classifier"
-MAX_TRANSCRIPT_CHARS = 20_000
 
 _AUDIO_HELP = "one speaker's recording, a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo, any rate"
 _TRANSCRIPT_HELP = "what was said (optional): without it the answer comes from the voice alone"

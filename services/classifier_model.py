@@ -21,6 +21,8 @@ from services.model_store import file_sha256
 
 log = logging.getLogger("hark.classifier")
 
+MAX_TRANSCRIPT_CHARS = 20_000  # a transcript longer than this is refused (the server and the CLI)
+
 
 @dataclass
 class Classification:

@@ -33,6 +33,7 @@ MAGIC = b"HARK"
 VERSION = 1
 _HEADER = struct.Struct("<4sBBIfBBHII")
 HEADER_BYTES = _HEADER.size  # 26
+MAX_FILE_BYTES = 8 << 20  # a token file larger than this is refused unread (~9 h of 2 kbps tokens)
 MAX_FRAMES = 1 << 24
 
 

@@ -141,8 +141,8 @@ def find_voice(audio: np.ndarray, sample_rate: int, min_speech_s: float = MIN_SP
     db = 10.0 * np.log10(np.mean(np.square(frames), axis=1) + 1e-20)
     loudest = float(np.percentile(db, 99)) if db.size else -200.0
     if loudest < SILENCE_DBFS:
-        return VoiceFindings(loudest, 0.0, 0.0, 0.0, 0.0, 0.0, "silence",
-                             f"the audio is silent (its loudest part is {loudest:.0f} dBFS)")
+        level = "all zeros" if loudest < -150 else f"its loudest part is {loudest:.0f} dBFS"
+        return VoiceFindings(loudest, 0.0, 0.0, 0.0, 0.0, 0.0, "silence", f"the audio is silent ({level})")
     active = db > max(SILENCE_DBFS, loudest - ACTIVE_RANGE_DB)
 
     pitch_frames = _frames(_voice_band(x, sample_rate), window + tau_max, hop)[:len(frames)]
