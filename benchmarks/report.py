@@ -5,6 +5,7 @@ either can be rerun alone. Numbers only ever reach the README through this modul
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -252,6 +253,31 @@ def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: P
     table = render(results)
     md_path.write_text(f"# {tag} benchmark\n\n{table}")
     return update_readme(readme, table, tag) if readme else False
+
+
+REPORTS = Path("reports")  # where a report goes unless --ship (or --out) says otherwise
+
+
+def add_destination_arguments(parser: argparse.ArgumentParser, tag: str, repo: Path) -> None:
+    """--out, --ship and --readme: a run's report goes to a folder of its own; only --ship writes
+    the project's published results (benchmarks/results/TAG.json) and the README block."""
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help=f"results JSON (a .md beside it); default: a new folder {REPORTS}/{tag}/<UTC time>")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"merge into the published {repo / 'benchmarks' / 'results' / tag}.json and update "
+                             "the README's results block (the project's release step)")
+    parser.add_argument("--readme", type=Path, default=repo / "README.md", help="with --ship: the README to update")
+
+
+def destination(args: argparse.Namespace, tag: str, repo: Path) -> tuple[Path, Path | None]:
+    """(results JSON to write, README to update or None) for the arguments above."""
+    if args.ship:
+        return args.out or repo / "benchmarks" / "results" / f"{tag}.json", args.readme
+    if args.out is not None:
+        return args.out, None
+    from training.recipe_files import new_run_dir
+
+    return new_run_dir(REPORTS / tag) / f"{tag}.json", None
 
 
 def git_commit(repo: Path) -> str:

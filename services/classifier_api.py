@@ -81,11 +81,15 @@ class ClassifierAPI:
             decoded = audio_io.decode(audio.read_bytes(), m.sample_rate, content_type=audio.content_type,
                                       limits=limits)
             # A label for silence or a hum would look as confident as one for a voice.
-            audio_io.require_voice(decoded.samples, m.sample_rate)
+            if m.needs_voice:
+                audio_io.require_voice(decoded.samples, m.sample_rate)
         except audio_io.AudioError as exc:
             return reject(exc.reason, exc.message)
         t0 = time.perf_counter()
-        result = m.classify(decoded.samples, transcript)
+        try:
+            result = m.classify(decoded.samples, transcript)
+        except ValueError as exc:
+            return reject("params", str(exc))
         elapsed = time.perf_counter() - t0
         metrics.observe_inference(NAME, decoded.duration_s, elapsed)
         return ClassifyResult(

@@ -64,12 +64,17 @@ def run_classify(args: argparse.Namespace) -> int:
                 raise common.CommandError(common.REFUSED, f"the transcript has {len(transcript)} characters; "
                                                           f"at most {MAX_TRANSCRIPT_CHARS}")
             decoded = audio_io.decode(path, model.sample_rate, limits=limits)
-            audio_io.require_voice(decoded.samples, model.sample_rate)
+            if model.needs_voice:
+                audio_io.require_voice(decoded.samples, model.sample_rate)
         except (common.CommandError, audio_io.AudioError) as exc:
             rows.append({"file": str(path), "error": getattr(exc, "message", str(exc))})
             raise
         t0 = time.perf_counter()
-        result = model.classify(decoded.samples, transcript)
+        try:
+            result = model.classify(decoded.samples, transcript)
+        except ValueError as exc:  # a text-only model without a transcript
+            rows.append({"file": str(path), "error": str(exc)})
+            raise common.CommandError(common.REFUSED, str(exc)) from None
         body = {"file": str(path), "label": result.label, "probabilities": result.probabilities,
                 "per_modality": result.per_modality, "modalities": result.modalities, "notes": result.notes,
                 "duration_s": round(decoded.duration_s, 4), "inference_s": round(time.perf_counter() - t0, 4),
