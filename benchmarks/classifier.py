@@ -24,6 +24,7 @@ from benchmarks import report
 REPO = Path(__file__).resolve().parents[1]
 TAG = "classifier"
 SYSTEMS = ("voice", "text", "fused", "dummy")
+DEMO_FEATURES = Path("runs/classifier/demo-cohort-features.npz")  # the --ship runs' cache (demo cohort only)
 
 
 def _tasks(classes: list[str], given: list[str] | None) -> list[str]:
@@ -74,12 +75,13 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {s} | {report._fmt(v.get('cpu_s_per_audio_s'), 4)} | {v.get('recordings', '')} |")
     ev, bench = results.get("meta", {}).get("eval", {}), results.get("meta", {}).get("bench", {})
     lines.append("")
+    # Results from before the field were all of the demo cohort.
+    demo = " (SYNTHETIC demo cohort)" if ev.get("demo_cohort", True) else ""
     if ev:
         lines.append(f"Quality: `hark eval classifier` ({ev.get('date', '?')}, commit {ev.get('git_commit', '?')}) "
                      f"on {ev.get('participants', '?')} participants ({ev.get('recordings', '?')} recordings) of "
-                     f"`{ev.get('manifest', '?')}`{' (SYNTHETIC demo cohort)' if ev.get('demo_cohort', True) else ''}; "
-                     f"nested cross-validation grouped by "
-                     f"participant, participant-level scores.")
+                     f"`{ev.get('manifest', '?')}`{demo}; nested cross-validation grouped by participant, "
+                     "participant-level scores.")
     if bench:
         lines.append(f"Speed: `hark bench classifier` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
                      f"features and heads through the served code, one thread.")
@@ -109,9 +111,10 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"error: --ship publishes results of the SYNTHETIC demo cohort only; {args.manifest} is not it")
         return 2
     json_path, readme = report.destination(args, TAG, REPO)
+    # Beside the report, except when it is published: benchmarks/results holds results only.
+    cache = args.features_cache or (DEMO_FEATURES if args.ship else json_path.parent / "features.npz")
     try:
-        res = evaluate_tasks(args.manifest, args.task, args.config, args.encoders,
-                             args.features_cache or json_path.parent / "features.npz")
+        res = evaluate_tasks(args.manifest, args.task, args.config, args.encoders, cache)
     except ManifestError as exc:
         print(f"error: {exc}")
         return 2

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 OK = 0
 FAILED = 1  # an unexpected error in one file (a bug: please report it)
@@ -57,8 +57,8 @@ def add_io_arguments(parser: argparse.ArgumentParser, family: str, inputs_help: 
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                         help="folder for the outputs, created if needed (default: the current folder)")
     parser.add_argument("--model", type=Path, default=None, metavar="DIR",
-                        help=f"a {family} model directory (card.json + ONNX), e.g. from `hark export {family}` "
-                             f"(default: $HARK_{family.upper()}_MODEL, else the shipped artifacts/{family})")
+                        help=f"the {family} model to run: a directory with card.json and its ONNX files, "
+                             f"e.g. from `hark export {family}` (default: $HARK_{family.upper()}_MODEL, else the shipped artifacts/{family})")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
@@ -161,9 +161,7 @@ def for_each(paths: Sequence[Path], handle: Callable[[Path], Sequence[Path]], wh
     return code
 
 
-def describe(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+def describe(parser: argparse.ArgumentParser) -> None:
     """The exit codes under every run command's --help."""
     parser.epilog = EXIT_CODES_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    for key, value in kwargs.items():
-        setattr(parser, key, value)
