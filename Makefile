@@ -14,6 +14,10 @@ PORT ?= 3000
 WORKERS ?=
 DATA ?=
 ARGS ?=
+# SHIP=1: export into artifacts/ (+ BentoML store) and publish eval/bench results into
+# benchmarks/results/ and the README; without it they go to exports/ and reports/.
+SHIP ?=
+SHIP_FLAG := $(if $(SHIP),--ship)
 PYTEST_ARGS ?= -q
 
 # Debian packages the tests and the data synthesis need (FluidSynth renders, held-out soundfonts,
@@ -26,7 +30,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make serve    create .venv with hark[serve], register artifacts/, serve on http://$(HOST):$(PORT)"
 	@echo "make test     install Debian packages, .venv with hark[dev] + basic-pitch, run pytest"
-	@echo "make data|train|export|eval|bench FAMILY=$(FAMILY) [DATA='DIR ...'] [ARGS='...']"
+	@echo "make data|train|export|eval|bench FAMILY=$(FAMILY) [DATA='DIR ...'] [ARGS='...'] [SHIP=1]"
+	@echo "               SHIP=1: export replaces artifacts/FAMILY, eval/bench publish to benchmarks/results + README"
 	@echo "make bento    bentoml build (GPU image definition; then: bentoml containerize hark:latest)"
 
 $(PY):
@@ -74,17 +79,17 @@ train: $(VENV)/.train.stamp
 	$(HARK) train $(FAMILY) --config training/configs/$(FAMILY).yaml $(ARGS)
 
 export: $(VENV)/.train.stamp
-	$(HARK) export $(FAMILY) $(ARGS)
+	$(HARK) export $(FAMILY) $(SHIP_FLAG) $(ARGS)
 
 # Checked before any install, so a forgotten DATA fails at once.
 require-data:
 	@[ -n "$(DATA)" ] || { echo "make eval needs DATA='DIR ...' (evaluation sets: audio/*.wav + notes/*.csv)"; exit 2; }
 
 eval: require-data $(VENV)/.dev.stamp
-	$(HARK) eval $(FAMILY) --data $(DATA) $(ARGS)
+	$(HARK) eval $(FAMILY) --data $(DATA) $(SHIP_FLAG) $(ARGS)
 
 bench: $(VENV)/.dev.stamp
-	$(HARK) bench $(FAMILY) $(ARGS)
+	$(HARK) bench $(FAMILY) $(SHIP_FLAG) $(ARGS)
 
 # bentoml build calls uv (and pip-installs it if missing); hark[dev] has it, a serve-only venv may not.
 bento: $(VENV)/.serve.stamp

@@ -1,9 +1,11 @@
 """Classifier evaluation and speed.
 
 `hark eval classifier [--manifest data/cohort/manifest.csv] [--task multiclass --task binary:flat ...]`
-runs, per task, the recipe's nested cross-validation grouped by participant and scores the voice
-model, the text model, their fusion and a majority-class dummy on unseen participants
-(participant-level macro F1 and ECE) into benchmarks/results/classifier.json and the README.
+estimates how the recipe does on unseen participants: per task, nested cross-validation grouped
+by participant scores the voice model, the text model (each when the manifest holds it), their
+fusion and a majority-class dummy (participant-level macro F1 and ECE). The report goes to a
+folder of its own; `--ship` merges it into benchmarks/results/classifier.json and the README.
+To score an already trained model on new participants, use `hark predict classifier`.
 
 `hark bench classifier [--model-dir artifacts/classifier]`: CPU seconds per audio second of the
 served path (eGeMAPS + d-vector + MiniLM + heads), one thread, on the manifest's recordings.
@@ -22,32 +24,40 @@ from benchmarks import report
 REPO = Path(__file__).resolve().parents[1]
 TAG = "classifier"
 SYSTEMS = ("voice", "text", "fused", "dummy")
+DEMO_FEATURES = Path("runs/classifier/demo-cohort-features.npz")  # the --ship runs' cache (demo cohort only)
 
 
 def _tasks(classes: list[str], given: list[str] | None) -> list[str]:
     return given or ["multiclass", *(f"binary:{c}" for c in classes if c != "control")]
 
 
-def evaluate_tasks(manifest: Path, tasks: list[str] | None, recipe_path: Path, encoders: Path | None) -> dict:
-    from training.classifier import ClassifierRecipe, compute_features, ensure_encoders, evaluate
-    from training.data.manifest import read_manifest, task_labels
+def evaluate_tasks(manifest: Path, tasks: list[str] | None, recipe_path: Path, encoders: Path | None,
+                   cache: Path | None = None) -> dict:
+    from training.classifier import (ClassifierRecipe, compute_features, ensure_encoders, evaluate, plan_modalities,
+                                     trained_what)
+    from training.data.manifest import is_demo_cohort, read_manifest, task_labels
+    from training.recipe_files import resolve_config
 
-    recipe = ClassifierRecipe.from_yaml(recipe_path)
+    recipe = ClassifierRecipe.from_yaml(resolve_config(recipe_path))
     recordings, warnings = read_manifest(manifest)
     for w in warnings:
         print(f"warning: {w}")
     encoders = encoders or ensure_encoders(Path(recipe.run_dir) / "encoders")
-    table = compute_features(recordings, encoders, Path(recipe.run_dir) / "features.npz")
     groups = np.array([r.participant_id for r in recordings])
     labels = sorted({r.label for r in recordings})
+    classes, y = task_labels(recordings, "multiclass")
+    modalities, skipped = plan_modalities(recordings, y, groups, classes)
+    print(f"evaluating {trained_what(modalities, skipped)}")
+    table = compute_features(recordings, encoders, cache, modalities=modalities)
     sets, details = {}, {}
     for task in _tasks(labels, tasks):
         classes, y = task_labels(recordings, task)
-        res = evaluate(table, y, groups, classes, recipe)
-        sets[task] = {s: {"macro_f1": res[s]["macro_f1"], "ece": res[s]["ece"]} for s in SYSTEMS}
+        res = evaluate(table, y, groups, classes, recipe, modalities)
+        sets[task] = {s: {"macro_f1": res[s]["macro_f1"], "ece": res[s]["ece"]} for s in SYSTEMS if s in res}
         details[task] = res
-        print(task + ": " + "  ".join(f"{s} {res[s]['macro_f1']:.3f}" for s in SYSTEMS))
-    meta = {"manifest": str(manifest), "recordings": len(recordings), "participants": int(len(set(groups))),
+        print(task + ": " + "  ".join(f"{s} {res[s]['macro_f1']:.3f}" for s in SYSTEMS if s in res))
+    meta = {"manifest": str(manifest), "demo_cohort": is_demo_cohort(manifest), "modalities": modalities,
+            "recordings": len(recordings), "participants": int(len(set(groups))),
             "folds": {"outer": recipe.outer_splits, "inner": recipe.inner_splits}, "details": details}
     return {"sets": sets, "meta": meta}
 
@@ -65,11 +75,13 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {s} | {report._fmt(v.get('cpu_s_per_audio_s'), 4)} | {v.get('recordings', '')} |")
     ev, bench = results.get("meta", {}).get("eval", {}), results.get("meta", {}).get("bench", {})
     lines.append("")
+    # Results from before the field were all of the demo cohort.
+    demo = " (SYNTHETIC demo cohort)" if ev.get("demo_cohort", True) else ""
     if ev:
         lines.append(f"Quality: `hark eval classifier` ({ev.get('date', '?')}, commit {ev.get('git_commit', '?')}) "
                      f"on {ev.get('participants', '?')} participants ({ev.get('recordings', '?')} recordings) of "
-                     f"`{ev.get('manifest', '?')}` (SYNTHETIC demo cohort); nested cross-validation grouped by "
-                     f"participant, participant-level scores.")
+                     f"`{ev.get('manifest', '?')}`{demo}; nested cross-validation grouped by participant, "
+                     "participant-level scores.")
     if bench:
         lines.append(f"Speed: `hark bench classifier` ({bench.get('date', '?')}, commit {bench.get('git_commit', '?')}); "
                      f"features and heads through the served code, one thread.")
@@ -78,31 +90,39 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, default=REPO / "data/cohort/manifest.csv",
-                        help="manifest CSV (made by `hark data classifier --out data/cohort`)")
+                        help="manifest CSV (default: the demo cohort of `hark data classifier --out data/cohort`)")
     parser.add_argument("--task", action="append", help="multiclass or binary:LABEL (repeatable; default: "
                                                         "multiclass and each non-control class against the rest)")
     parser.add_argument("--config", type=Path, default=REPO / "training/configs/classifier.yaml")
     parser.add_argument("--encoders", type=Path, help="directory with dvector.onnx, minilm.onnx, tokenizer.json")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/classifier.json")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--features-cache", type=Path, metavar="FILE",
+                        help="an .npz of features to reuse (default: features.npz beside the report)")
+    report.add_destination_arguments(parser, TAG, REPO)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from training.data.manifest import ManifestError
+    from training.data.manifest import ManifestError, is_demo_cohort
 
     if not args.manifest.exists():
         print(f"no manifest at {args.manifest}: make the demo cohort with `hark data classifier --out data/cohort`")
         return 2
+    if args.ship and not is_demo_cohort(args.manifest):
+        # The published table describes the shipped model's demo cohort; a user's rows never join it.
+        print(f"error: --ship publishes results of the SYNTHETIC demo cohort only; {args.manifest} is not it")
+        return 2
+    json_path, readme = report.destination(args, TAG, REPO)
+    # Beside the report, except when it is published: benchmarks/results holds results only.
+    cache = args.features_cache or (DEMO_FEATURES if args.ship else json_path.parent / "features.npz")
     try:
-        res = evaluate_tasks(args.manifest, args.task, args.config, args.encoders)
+        res = evaluate_tasks(args.manifest, args.task, args.config, args.encoders, cache)
     except ManifestError as exc:
         print(f"error: {exc}")
         return 2
     meta = {"eval": {**report.stamp(REPO), **{k: v for k, v in res["meta"].items() if k != "details"}},
             "eval_details": res["meta"]["details"]}
-    out = report.merge(report.load(args.out), sets=res["sets"], meta=meta)
-    report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG, render=render_markdown)
-    print(f"wrote {args.out}")
+    out = report.merge(report.load(json_path), sets=res["sets"], meta=meta)
+    report.write_all(out, json_path, json_path.with_suffix(".md"), readme, TAG, render=render_markdown)
+    print(f"wrote {json_path}" + (f" and {readme}" if readme else ""))
     return 0
 
 
@@ -110,8 +130,7 @@ def add_arguments_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, default=REPO / "data/cohort/manifest.csv")
     parser.add_argument("--model-dir", type=Path, default=REPO / "artifacts/classifier")
     parser.add_argument("--recordings", type=int, default=20, help="how many recordings to time")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/classifier.json")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    report.add_destination_arguments(parser, TAG, REPO)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -133,6 +152,8 @@ def run_bench(args: argparse.Namespace) -> int:
         cpu = time.process_time() - t0
         speed[name] = {"cpu_s_per_audio_s": cpu / audio_s, "recordings": len(clips), "audio_s": round(audio_s, 1)}
         print(f"{name:6s} CPU {cpu / audio_s:.4f} s per audio s over {audio_s:.0f} s")
-    out = report.merge(report.load(args.out), speed=speed, meta={"bench": report.stamp(REPO)})
-    report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG, render=render_markdown)
+    json_path, readme = report.destination(args, TAG, REPO)
+    out = report.merge(report.load(json_path), speed=speed, meta={"bench": report.stamp(REPO)})
+    report.write_all(out, json_path, json_path.with_suffix(".md"), readme, TAG, render=render_markdown)
+    print(f"wrote {json_path}" + (f" and {readme}" if readme else ""))
     return 0

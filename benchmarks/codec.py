@@ -388,11 +388,9 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
     args.name = args.name or SET_NAMES[args.split]
     render = render_markdown
     if args.split == "train":
+        # Scores on training speakers are published in their own file and never in the README.
         render = render_train_markdown
-        if args.out == DEFAULT_OUT:
-            args.out = DEFAULT_TRAIN_OUT
-        if args.readme == harness.REPO / "README.md":
-            args.readme = None
+        args.published = DEFAULT_TRAIN_OUT
     given = dict(systems or {})
     built, skipped, info = build_systems([n for n in args.systems if n not in given], args.model_dir)
     running = harness.chosen(args.systems, given, built, skipped, info)
@@ -429,7 +427,8 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "skipped": skipped,
         "per_clip": {args.name: details["per_clip"]},
     }
-    return harness.write(args, TAG, render, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES)
+    return harness.write(args, TAG, render, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES,
+                         readme=args.split != "train")
 
 
 # --- bench --------------------------------------------------------------------------------------

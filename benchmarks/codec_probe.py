@@ -1,7 +1,7 @@
 """Where a codec checkpoint loses quality: the quantizer, the decoder's magnitudes, or its phase.
 
 `python -m benchmarks.codec_probe [--checkpoint checkpoints/codec.pt] [--out runs/codec-probe.json]`
-(the table also replaces the README's `<!-- bench:codec-probe -->` block; `--readme /dev/null` not)
+(with `--ship`, or `--readme FILE`, the table also replaces that README's `<!-- bench:codec-probe -->` block)
 
 On the held-out speakers' clips (as `hark eval codec` prepares them), the decoder is run from the
 2 kbps codes, from the 1 kbps codes and from the unquantised latent; and its 2 kbps STFT is
@@ -110,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
     parser.add_argument("--limit-seconds", type=float, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "codec-probe.json")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--readme", type=Path, default=None, help="a README whose codec-probe block to refresh")
+    parser.add_argument("--ship", action="store_true", help="refresh the repository README's codec-probe block")
     args = parser.parse_args(argv)
     result = probe(args.checkpoint, args.data, args.limit_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = render(result)
-    report.update_readme(args.readme, table, "codec-probe")
+    readme = args.readme or (REPO / "README.md" if args.ship else None)
+    if readme is not None:
+        report.update_readme(readme, table, "codec-probe")
     print(table)
     return 0
 

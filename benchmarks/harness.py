@@ -101,25 +101,26 @@ def with_skipped(summary: dict[str, dict[str, Any]], skipped: dict[str, str]) ->
 
 
 def add_results_arguments(parser: argparse.ArgumentParser, default_out: Path, tag: str, systems: list[str]) -> None:
-    """--out, --readme and --systems, as every family's eval and bench take them."""
-    parser.add_argument("--out", type=Path, default=default_out,
-                        help="results JSON (merged with what is there); the markdown goes beside it")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md",
-                        help=f"README whose <!-- bench:{tag} --> block is refreshed (if the markers exist)")
+    """--out, --ship, --readme (benchmarks/report.py) and --systems, as every family's eval and bench
+    take them; `default_out` is where --ship publishes."""
+    report.add_destination_arguments(parser, tag, REPO)
+    parser.set_defaults(published=default_out)
     parser.add_argument("--systems", nargs="+", default=systems, choices=systems, metavar="SYSTEM",
                         help=f"systems to run (default: all of {', '.join(systems)})")
 
 
 def write(args: argparse.Namespace, tag: str, render: Callable[[dict[str, Any]], str], meta_key: str,
           meta_section: dict[str, Any], sets: dict[str, Any] | None = None, speed: dict[str, Any] | None = None,
-          packages: Sequence[str] = ()) -> int:
-    """Stamp `meta_section` (meta.eval or meta.bench), merge one command's results into args.out,
-    write it and its markdown and refresh the README block; returns 0, the command's exit status.
+          packages: Sequence[str] = (), readme: bool = True) -> int:
+    """Stamp `meta_section` (meta.eval or meta.bench), merge one command's results into its
+    destination (report.destination: a folder of its own, or with --ship the published file), write
+    it and its markdown and refresh the README block if asked; returns 0, the command's exit status.
     `packages`: versions to record beyond report.stamp()'s (a family's scorers)."""
+    out_path, readme_path = report.destination(args, tag, REPO, getattr(args, "published", None), readme)
     stamp = report.stamp(REPO)
     stamp["versions"].update(report.versions(list(packages)))
     meta_section.update(date=stamp["date"], git_commit=stamp["git_commit"])
-    merged = report.merge(report.load(args.out), sets=sets, speed=speed, meta={**stamp, meta_key: meta_section})
-    changed = report.write_all(merged, args.out, args.out.with_suffix(".md"), args.readme, tag, render=render)
-    log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
+    merged = report.merge(report.load(out_path), sets=sets, speed=speed, meta={**stamp, meta_key: meta_section})
+    changed = report.write_all(merged, out_path, out_path.with_suffix(".md"), readme_path, tag, render=render)
+    log.info("wrote %s and %s%s", out_path, out_path.with_suffix(".md"), " and README" if changed else "")
     return 0

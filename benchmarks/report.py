@@ -5,6 +5,7 @@ either can be rerun alone. Numbers only ever reach the README through this modul
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -252,6 +253,40 @@ def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: P
     table = render(results)
     md_path.write_text(f"# {tag} benchmark\n\n{table}")
     return update_readme(readme, table, tag) if readme else False
+
+
+REPORTS = Path("reports")  # where a report goes unless --ship (or --out) says otherwise
+
+
+def add_destination_arguments(parser: argparse.ArgumentParser, tag: str, repo: Path) -> None:
+    """--out, --ship and --readme: a run's report goes to a folder of its own; only --ship writes
+    the project's published results (benchmarks/results/TAG.json) and the README block."""
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help=f"results JSON, merged with what is there (a .md beside it); default: a new folder "
+                             f"{REPORTS}/{tag}/<UTC time>, or with --ship the published "
+                             f"benchmarks/results/{tag}.json")
+    parser.add_argument("--ship", action="store_true",
+                        help="publish: merge into benchmarks/results/ and refresh the README's results block "
+                             "(the project's release step)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help=f"a README whose <!-- bench:{tag} --> block to refresh (default: none; with --ship "
+                             f"{repo / 'README.md'})")
+
+
+def destination(args: argparse.Namespace, tag: str, repo: Path, published: Path | None = None,
+                readme: bool = True) -> tuple[Path, Path | None]:
+    """(results JSON to write, README to refresh or None) for the arguments above. `published`:
+    the JSON --ship merges into (default benchmarks/results/TAG.json); `readme=False` for results
+    that have no README block."""
+    given_readme = args.readme if readme else None
+    if args.ship:
+        published = published or repo / "benchmarks" / "results" / f"{tag}.json"
+        return args.out or published, (given_readme or repo / "README.md") if readme else None
+    if args.out is not None:
+        return args.out, given_readme
+    from training.recipe_files import new_run_dir
+
+    return new_run_dir(REPORTS / tag) / f"{tag}.json", given_readme
 
 
 def git_commit(repo: Path) -> str:

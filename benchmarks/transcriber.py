@@ -147,10 +147,7 @@ def build_system(name: str, model_dir: Path, threads: int | None, cpu_only: bool
 
 def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
     parser.add_argument("--model-dir", type=Path, default=REPO / "artifacts" / "transcriber")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "transcriber.json",
-                        help="results JSON (merged with what is there); the markdown goes beside it")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md",
-                        help="README whose <!-- bench:transcriber --> block is refreshed (if the markers exist)")
+    report.add_destination_arguments(parser, TAG, REPO)
     parser.add_argument("--systems", nargs="+", default=systems, choices=[HARK, HARK_TORCH, HARK_STREAM, BP_NAME])
 
 
@@ -252,16 +249,23 @@ def run_eval(args: argparse.Namespace) -> int:
                          name, m["note_f1"], m["note_precision"], m["note_recall"], m["note_f1_offset"], m["frame_f1"])
     stamp = report.stamp(REPO)
     meta_eval.update(date=stamp["date"], git_commit=stamp["git_commit"])
-    out = report.merge(report.load(args.out), sets=results, meta={**stamp, "eval": meta_eval})
-    changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
-    log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
-    if HARK in systems:
+    _publish(args, sets=results, meta={**stamp, "eval": meta_eval})
+    if HARK in systems and args.ship:  # the shipped model's card records its published scores
         _record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
             "sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
             "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
             "onset_tolerance_s": meta_eval["onset_tolerance_s"],
             "command": "hark eval transcriber --data " + " ".join(meta_eval["data_dirs"])})
     return 0
+
+
+def _publish(args: argparse.Namespace, **results: Any) -> None:
+    """Merge into the report's destination (its own folder, or with --ship the published file and
+    the README block)."""
+    json_path, readme = report.destination(args, TAG, REPO)
+    out = report.merge(report.load(json_path), **results)
+    changed = report.write_all(out, json_path, json_path.with_suffix(".md"), readme, TAG)
+    log.info("wrote %s and %s%s", json_path, json_path.with_suffix(".md"), " and README" if changed else "")
 
 
 def _record_in_card(model_dir: Path, sha256: str | None, section: dict) -> None:
@@ -379,10 +383,8 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     stamp = report.stamp(REPO)
     meta_bench.update(date=stamp["date"], git_commit=stamp["git_commit"])
-    out = report.merge(report.load(args.out), speed=results, meta={**stamp, "bench": meta_bench})
-    changed = report.write_all(out, args.out, args.out.with_suffix(".md"), args.readme, TAG)
-    log.info("wrote %s and %s%s", args.out, args.out.with_suffix(".md"), " and README" if changed else "")
-    if isinstance(info.get(HARK), dict):
+    _publish(args, speed=results, meta={**stamp, "bench": meta_bench})
+    if isinstance(info.get(HARK), dict) and args.ship:
         _record_in_card(Path(args.model_dir), info[HARK].get("sha256"), {
             "speed": results, "speed_date": stamp["date"],
             "speed_command": "hark bench transcriber " + " ".join(sys.argv[3:])})

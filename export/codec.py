@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_export
+from export.destination import destination
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.codec import Codec, CodecConfig
 from models.codec_stream import DecoderGraph, DecoderStep, EncoderGraph, EncoderStep
@@ -167,7 +168,8 @@ def add_arguments_export(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     if onnx_export.missing_checkpoint(args, "codec"):
         return 2
-    card = export(args.checkpoint, args.out, register=not args.no_register)
+    args.out, register = destination(args, "codec")
+    card = export(args.checkpoint, args.out, register=register)
     p = card["parity"]
     print(f"exported {args.out} (decoder parity {p['decoder_max_abs']:.1e}, stream {p['stream_max_abs']:.1e}, "
           f"latency {card['latency_ms']:.0f} ms)")

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_export
+from export.destination import destination
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep
 from services.extractor_enroll import enrollment_mels
@@ -238,7 +239,8 @@ def add_arguments_export(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     if onnx_export.missing_checkpoint(args, "extractor"):
         return 2
-    card = export(args.checkpoint, args.out, register=not args.no_register)
+    args.out, register = destination(args, "extractor")
+    card = export(args.checkpoint, args.out, register=register)
     p = card["parity"]
     torch_err = max(p["enroll_max_abs"], p["extract_max_abs"], p["extract_step_max_abs"])
     print(f"exported {args.out} (torch parity {torch_err:.1e}, "

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.destination import add_destination_arguments
 from services.model_store import file_sha256
 
 Module = TypeVar("Module", bound=torch.nn.Module)
@@ -20,12 +21,10 @@ Module = TypeVar("Module", bound=torch.nn.Module)
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, family: str, contents: str,
                              checkpoint_help: str = "training checkpoint to export") -> None:
-    """--checkpoint, --out and --no-register of `hark export FAMILY` for a family trained from one
-    checkpoint; `contents` says what the artifact directory holds."""
+    """--checkpoint and the destination arguments (export/destination.py) of `hark export FAMILY`
+    for a family trained from one checkpoint; `contents` says what the export holds."""
     parser.add_argument("--checkpoint", type=Path, default=Path(f"runs/{family}/last.pt"), help=checkpoint_help)
-    parser.add_argument("--out", type=Path, default=Path(f"artifacts/{family}"),
-                        help=f"artifact directory ({contents})")
-    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
+    add_destination_arguments(parser, family, contents)
 
 
 def missing_checkpoint(args: argparse.Namespace, family: str) -> bool:

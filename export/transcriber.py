@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from export.destination import add_destination_arguments, destination
 from export.onnx_export import export_onnx, git_commit, parity, training_card, write_card
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from services.model_store import file_sha256
@@ -287,15 +288,13 @@ def _data_description(dirs: list[str], validation_every: int, validation_dirs: l
 def add_arguments_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/transcriber/last.pt"),
                         help="training checkpoint to export")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/transcriber"),
-                        help="artifact directory (transcriber.onnx + card.json)")
+    add_destination_arguments(parser, "transcriber", "transcriber.onnx + card.json")
     parser.add_argument("--no-tune", action="store_true", help="keep default decoder settings instead of choosing "
                         "them on validation clips")
     parser.add_argument("--validation-data", nargs="+", metavar="DIR", help="validation sets besides the training "
                         "sets' validation slice (default: the recipe's validation_data)")
     parser.add_argument("--no-field-copies", action="store_true", help="score the validation clips only as "
                         "rendered, not also through the recipe's augmentation")
-    parser.add_argument("--no-register", action="store_true", help="don't put the result in the BentoML model store")
     parser.add_argument("--workers", type=int, help="processes scoring the decoder candidates (default: one per core)")
 
 
@@ -303,7 +302,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.checkpoint.exists():
         print(f"no checkpoint at {args.checkpoint}: run `hark train transcriber` first")
         return 2
-    card = export(args.checkpoint, args.out, tune=not args.no_tune, register=not args.no_register,
+    args.out, register = destination(args, "transcriber")
+    card = export(args.checkpoint, args.out, tune=not args.no_tune, register=register,
                   validation_dirs=args.validation_data, workers=args.workers,
                   field_copies=not args.no_field_copies)
     print(f"exported {args.out}/transcriber.onnx (parity {card['parity']['max_abs_error']:.2e}, "

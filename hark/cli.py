@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Sequence
 
 from hark import REPO_ROOT, __version__
+from hark.run.common import CommandError
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Family:
     export: str | None = None
     eval: str | None = None
     bench: str | None = None
+    predict: str | None = None
     serve: str | None = None  # BentoML import path "module:Class"
 
     def target(self, command: str) -> str | None:
@@ -42,7 +44,7 @@ FAMILIES: dict[str, Family] = {
     "transcriber": Family("polyphonic note transcription: audio in, notes and MIDI out", data="training.data.music", train="training.transcriber", export="export.transcriber", eval="benchmarks.transcriber", bench="benchmarks.transcriber", serve="services.transcriber:Transcriber"),  # noqa: E501
     "extractor": Family("target speech hearing: binaural mixture + noisy enrollment -> only the enrolled voice, streaming in 8 ms chunks", data="training.data.scenes", train="training.extractor", export="export.extractor", eval="benchmarks.extractor", bench="benchmarks.extractor", serve="services.extractor:Extractor"),  # noqa: E501
     "codec": Family("neural speech codec: 16 kHz speech to GRVQ tokens at 1 or 2 kbps and back", data="training.data.speech", train="training.codec", export="export.codec", eval="benchmarks.codec", bench="benchmarks.codec", serve="services.codec:Codec"),  # noqa: E501
-    "classifier": Family("speech- and text-based classification, voice and text models fused (research use only)", data="training.data.cohort", train="training.classifier", export="export.classifier", eval="benchmarks.classifier", bench="benchmarks.classifier", serve="services.classifier:Classifier"),  # noqa: E501
+    "classifier": Family("speech- and text-based classification, voice and text models fused (research use only)", data="training.data.cohort", train="training.classifier", export="export.classifier", eval="benchmarks.classifier", bench="benchmarks.classifier", predict="benchmarks.classifier_predict", serve="services.classifier:Classifier"),  # noqa: E501
 }
 
 # Every family's service behind one port (`hark serve all`, `make serve`).
@@ -54,7 +56,20 @@ COMMANDS: dict[str, str] = {
     "export": "export a checkpoint to ONNX with its model card",
     "eval": "evaluate quality on labelled data, beside the anchors",
     "bench": "measure speed and load",
+    "predict": "score a trained model on new, labelled or unlabelled data",
     "serve": "register the shipped models and serve them over HTTP",
+}
+
+# Commands that run one model on the user's files, without a server: `hark COMMAND INPUT... --out DIR`.
+# command -> (module with add_arguments_<command>/run_<command>, what it does)
+RUN_COMMANDS: dict[str, tuple[str, str]] = {
+    "transcribe": ("hark.run.transcriber", "music files -> notes (MIDI, JSON, CSV)"),
+    "encode": ("hark.run.codec", "speech files -> .hark codec tokens"),
+    "decode": ("hark.run.codec", ".hark token files -> speech (WAV)"),
+    "reconstruct": ("hark.run.codec", "speech files -> speech through the codec at a bitrate (WAV)"),
+    "enroll": ("hark.run.extractor", "binaural clips of a talker -> their voice (enrollment JSON)"),
+    "extract": ("hark.run.extractor", "binaural mixtures -> only the enrolled voice (WAV)"),
+    "classify": ("hark.run.classifier", "recordings (+ transcripts) -> class probabilities (JSON, CSV)"),
 }
 
 # The pip extra that brings the third-party packages each command needs.
@@ -64,6 +79,7 @@ EXTRAS: dict[str, str] = {
     "export": "train",
     "eval": "train",
     "bench": "train",
+    "predict": "serve",
     "serve": "serve",
 }
 
@@ -107,6 +123,17 @@ def load_module(command: str, family: str) -> ModuleType:
         if not callable(getattr(module, attr, None)):
             raise Unavailable(f"module {name} does not provide {attr}() for 'hark {command} {family}'")
     return module
+
+
+def _import_run_module(command: str) -> ModuleType:
+    try:
+        return importlib.import_module(RUN_COMMANDS[command][0])
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if missing.split(".")[0] in OWN_PACKAGES:
+            raise
+        raise Unavailable(f"'hark {command}' needs the serve extra: pip install 'hark[serve]' "
+                          f"(missing module: {missing})") from exc
 
 
 def _families_epilog(command: str | None = None) -> str:
@@ -172,7 +199,9 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="Train small audio models, export them to ONNX and serve them with BentoML.",
         epilog=(
             "Run `hark COMMAND --help` for the families of a command and "
-            "`hark COMMAND FAMILY --help` for its arguments.\n\n"
+            "`hark COMMAND FAMILY --help` for its arguments; the commands that run a model on "
+            "files (transcribe, encode, decode, reconstruct, enroll, extract, classify) take "
+            "no family: `hark transcribe --help`.\n\n"
             + _families_epilog()
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -180,6 +209,14 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hark {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = tuple(argv[:2])
+    for command, (module_name, about) in RUN_COMMANDS.items():
+        run_parser = commands.add_parser(
+            command, help=about,
+            description=f"hark {command}: {about}, with the shipped model or --model DIR, no server needed. "
+                        f"Implemented by {module_name}.",
+        )
+        if argv[:1] == [command]:
+            getattr(_import_run_module(command), f"add_arguments_{command}")(run_parser)
     for command, about in COMMANDS.items():
         if command == "serve":
             _add_serve_parser(commands)
@@ -285,11 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
         if args.command == "serve":
             return run_serve(args)
+        if args.command in RUN_COMMANDS:
+            return int(getattr(_import_run_module(args.command), f"run_{args.command}")(args) or 0)
         module = load_module(args.command, args.family)
         return int(getattr(module, f"run_{args.command}")(args) or 0)
     except Unavailable as exc:
         print(f"hark: {exc}", file=sys.stderr)
         return exc.exit_code
+    except CommandError as exc:
+        print(f"hark: {exc.message}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         return 130
 

@@ -20,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from services import config
+from services.voice import MIN_SPEECH_S, VoiceFindings, find_voice
 
 log = logging.getLogger("hark.audio")
 
@@ -381,6 +382,13 @@ def _read_resampled(handle: sf.SoundFile, target_rate: int, fmt: str, limits: Li
     return np.ascontiguousarray(out.T) if limits.binaural else out
 
 
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit WAV of float audio ((samples,) or (samples, channels)), clipped to [-1, 1]."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def load(
     source: bytes | bytearray | memoryview | Path | str,
     target_rate: int,
@@ -390,3 +398,17 @@ def load(
 ) -> np.ndarray:
     """Just the samples of `decode`: float32 at `target_rate` (mono unless `limits.binaural`)."""
     return decode(source, target_rate, content_type=content_type, limits=limits).samples
+
+
+def require_voice(samples: np.ndarray, sample_rate: int, min_speech_s: float = MIN_SPEECH_S) -> VoiceFindings:
+    """What `find_voice` found in decoded audio (mono, or (channels, samples)); AudioError
+    'no_voice' when there is no voice in it, so that a model that assumes a talker never answers
+    for silence, a tone or noise."""
+    findings = find_voice(samples, sample_rate, min_speech_s)
+    if findings.problem is not None:
+        raise AudioError(
+            "no_voice",
+            f"No voice to work with: {findings.message}. Send a recording of someone speaking, "
+            f"with at least {min_speech_s:g} s of speech.",
+        )
+    return findings

@@ -16,14 +16,13 @@ from pydantic import BaseModel, Field
 
 from services import audio as audio_io
 from services import metrics, model_store
-from services.classifier_model import ClassifierModel
+from services.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
 from services.serving import Family
 from services.upload import AudioUpload, reject
 
 log = logging.getLogger("hark.classifier")
 
 NAME = "classifier"
-MAX_TRANSCRIPT_CHARS = 20_000
 
 _AUDIO_HELP = "one speaker's recording, a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo, any rate"
 _TRANSCRIPT_HELP = "what was said (optional): without it the answer comes from the voice alone"
@@ -81,10 +80,16 @@ class ClassifierAPI:
         try:
             decoded = audio_io.decode(audio.read_bytes(), m.sample_rate, content_type=audio.content_type,
                                       limits=limits)
+            # A label for silence or a hum would look as confident as one for a voice.
+            if m.needs_voice:
+                audio_io.require_voice(decoded.samples, m.sample_rate)
         except audio_io.AudioError as exc:
             return reject(exc.reason, exc.message)
         t0 = time.perf_counter()
-        result = m.classify(decoded.samples, transcript)
+        try:
+            result = m.classify(decoded.samples, transcript)
+        except ValueError as exc:
+            return reject("params", str(exc))
         elapsed = time.perf_counter() - t0
         metrics.observe_inference(NAME, decoded.duration_s, elapsed)
         return ClassifyResult(

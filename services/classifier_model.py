@@ -21,6 +21,8 @@ from services.model_store import file_sha256
 
 log = logging.getLogger("hark.classifier")
 
+MAX_TRANSCRIPT_CHARS = 20_000  # a transcript longer than this is refused (the server and the CLI)
+
 
 @dataclass
 class Classification:
@@ -49,25 +51,40 @@ class ClassifierModel:
         self.intended_use: str = self.card.get("intended_use", "")
         files = self.card["files"]
         self.sha256 = file_sha256(self.model_dir / files["model"])
-        self.voice = VoiceFeatures(self.model_dir, threads=threads)
-        self.text = TextFeatures(self.model_dir, threads=threads)
+        # What the training manifest held: voice, text or both (cards before this field had both).
+        self.modalities: list[str] = list(self.card.get("modalities", ["voice", "text"]))
+        self.voice = VoiceFeatures(self.model_dir, threads=threads) if "voice" in self.modalities else None
+        self.text = TextFeatures(self.model_dir, threads=threads) if "text" in self.modalities else None
         self.heads = {m: runtime.create_session(self.model_dir / files[f"{m}_head"], provider=provider,
-                                                intra_op_threads=threads) for m in ("voice", "text")}
-        self.provider = runtime.active_provider(self.heads["voice"])
+                                                intra_op_threads=threads) for m in self.modalities}
+        self.provider = runtime.active_provider(next(iter(self.heads.values())))
         self._lock = threading.Lock()
 
     def _head(self, modality: str, features: np.ndarray) -> np.ndarray:
         with self._lock:
             return self.heads[modality].run(["probabilities"], {"features": features[None].astype(np.float32)})[0][0]
 
-    def classify(self, audio: np.ndarray, transcript: str | None = None) -> Classification:
-        """Mono float32 audio at `sample_rate` (and its transcript, if any) -> class probabilities."""
-        per = {"voice": self._head("voice", self.voice(audio))}
-        notes = []
-        if transcript and transcript.strip():
+    @property
+    def needs_voice(self) -> bool:
+        return self.voice is not None
+
+    def classify(self, audio: np.ndarray | None, transcript: str | None = None) -> Classification:
+        """Mono float32 audio at `sample_rate` (and its transcript, if any) -> class probabilities.
+        ValueError when the model's modalities have nothing to work on (a text-only model without
+        a transcript, a voice-only one without audio)."""
+        per, notes = {}, []
+        if self.voice is not None and audio is not None:
+            per["voice"] = self._head("voice", self.voice(audio))
+        has_text = bool(transcript and transcript.strip())
+        if self.text is not None and has_text:
             per["text"] = self._head("text", self.text(transcript))
-        else:
+        elif self.text is not None:
             notes.append("no transcript: the answer comes from the voice alone")
+        elif has_text:
+            notes.append("this model was trained on voice alone: the transcript is not used")
+        if not per:
+            wants = " or ".join("the audio" if m == "voice" else "a transcript" for m in self.modalities)
+            raise ValueError(f"nothing to classify: this model ({' + '.join(self.modalities)}) needs {wants}")
         fused = np.mean(np.stack(list(per.values())), axis=0)
         as_dict = lambda p: {c: round(float(v), 6) for c, v in zip(self.classes, p)}  # noqa: E731
         return Classification(self.classes, as_dict(fused), {m: as_dict(p) for m, p in per.items()}, list(per), notes)

@@ -7,7 +7,6 @@ services/serving.py): speech to tokens, tokens to speech, and both in one go.
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -15,12 +14,12 @@ from typing import Annotated, Any, Literal, Optional
 
 import bentoml
 import numpy as np
-import soundfile as sf
 from bentoml.validators import ContentType
 from pydantic import Field
 
 from services import audio as audio_io
 from services import codec_tokens, config, metrics, model_store
+from services.audio import wav_bytes
 from services.codec_model import CodecModel
 from services.codec_stream import codec_stream
 from services.serving import Family
@@ -29,7 +28,7 @@ from services.upload import AudioUpload, reject
 log = logging.getLogger("hark.codec")
 
 NAME = "codec"
-MAX_TOKEN_BYTES = 8 << 20
+MAX_TOKEN_BYTES = codec_tokens.MAX_FILE_BYTES
 
 _AUDIO_HELP = "the speech recording, a multipart file: WAV, FLAC, OGG, MP3, AIFF; mono or stereo, any rate"
 _PARAM_HELP = {
@@ -47,12 +46,6 @@ _loaded: dict[str, CodecModel] = {}
 
 def loaded_model() -> CodecModel | None:
     return _loaded.get(NAME)
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def _stem(upload: Any, default: str) -> str:

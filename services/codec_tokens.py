@@ -36,6 +36,7 @@ VERSION = 2
 _HEADERS = {1: struct.Struct("<4sBBIfBBHII"), 2: struct.Struct("<4sBBIfBBHIIh")}
 HEADER_BYTES = _HEADERS[VERSION].size  # 28
 MAX_GAIN_DB = 20.0  # a correction beyond this is not a level mismatch but a broken encode
+MAX_FILE_BYTES = 8 << 20  # a token file larger than this is refused unread (~9 h of 2 kbps tokens)
 MAX_FRAMES = 1 << 24
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -24,7 +23,10 @@ from pydantic import BaseModel, Field
 
 from services import audio as audio_io
 from services import config, metrics, model_store
-from services.codec_api import _stem, wav_bytes
+from services.audio import wav_bytes
+from services.codec_api import _stem
+from services.extractor_enrollment import (ENROLL_MAX_SECONDS, ENROLL_MIN_SECONDS, check_enrollment,
+                                           enrollment_limits)
 from services.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
 from services.extractor_store import EnrollmentMissing, EnrollmentStore
 from services.extractor_stream import extractor_stream
@@ -34,8 +36,6 @@ from services.upload import AudioUpload, reject
 log = logging.getLogger("hark.extractor")
 
 NAME = "extractor"
-ENROLL_MIN_SECONDS = 1.0  # the encoder averages 1.6 s windows: less than a second says little about a voice
-ENROLL_MAX_SECONDS = 10.0  # the reference system enrolls from < 5 s; more only costs time
 
 _AUDIO_HELP = ("binaural audio (2 channels: left ear, right ear), a multipart file: WAV, FLAC, OGG, MP3, AIFF; "
                "any rate, resampled to 16 kHz")
@@ -75,18 +75,6 @@ def enrollment_store() -> EnrollmentStore:
     if not _store:
         _store.append(EnrollmentStore(config.enroll_ttl_s(), config.enroll_max()))
     return _store[0]
-
-
-def check_embedding(values: Any) -> np.ndarray:
-    """A client's embedding (EMBED_DIM finite numbers, not all zero) as a unit float32 vector."""
-    try:
-        e = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"the embedding must be a list of {EMBED_DIM} numbers") from None
-    if e.shape != (EMBED_DIM,) or not np.isfinite(e).all() or not np.linalg.norm(e) > 0:
-        raise ValueError(f"the embedding must be {EMBED_DIM} finite numbers, not all zero "
-                         "(the 'embedding' that /enroll returns)")
-    return (e / np.linalg.norm(e)).astype(np.float32)
 
 
 class ExtractorAPI:
@@ -129,16 +117,14 @@ class ExtractorAPI:
 
     def _enroll_clip(self, upload: AudioUpload, field: str) -> tuple[Any, np.ndarray | None, float]:
         """(error or None, the clip's embedding, its seconds)."""
-        env = audio_io.Limits.from_env(binaural=True)
-        limits = replace(env, max_seconds=min(ENROLL_MAX_SECONDS, env.max_seconds))
+        limits = enrollment_limits()
         error, x = self._decode(upload, field, limits)
         if error is not None:
             return error, None, 0.0
-        seconds = x.shape[1] / SAMPLE_RATE
-        if seconds < ENROLL_MIN_SECONDS:
-            return reject("too_short", f"{field}: the enrollment is {seconds:.2f} s; it needs at least "
-                                       f"{ENROLL_MIN_SECONDS:g} s (3-5 s is best) of the target talker. "
-                                       f"{limits.accepted()}", status=422), None, 0.0
+        try:
+            seconds = check_enrollment(x, SAMPLE_RATE, limits)
+        except audio_io.AudioError as exc:
+            return reject(exc.reason, f"{field}: {exc.message}"), None, 0.0
         t0 = time.perf_counter()
         embedding = self.extractor.enroll(x)
         metrics.observe_inference(NAME, seconds, time.perf_counter() - t0)

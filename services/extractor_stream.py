@@ -41,7 +41,8 @@ class ExtractorSession:
     and the overlap-add tail)."""
 
     def __init__(self, model: Any, start: dict[str, Any]):
-        from services.extractor_api import check_embedding, enrollment_store
+        from services.extractor_api import enrollment_store
+        from services.extractor_enrollment import check_embedding
         from services.extractor_store import EnrollmentMissing
 
         unknown = sorted(set(start) - START_KEYS)

@@ -32,7 +32,7 @@ _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "
 
 
 def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
-    from services.transcriber_api import request_params  # the HTTP API's bounds, once
+    from services.transcriber_params import request_params  # the HTTP API's bounds, once
 
     unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
     if unknown:

@@ -35,6 +35,8 @@ STATUS = {
     "channels": 422,
     "sample_rate": 422,
     "too_long": 422,
+    "no_voice": 422,
+    "too_short": 422,
 }
 # Not in the table: undecodable, truncated, missing_file, params, invalid_request,
 # unknown_field and malformed_form are 400s.

@@ -62,3 +62,15 @@ def test_classify_refuses_bad_input(server: Server) -> None:
     upload = {"audio": ("answer.wav", wav_bytes(voiced(1.0), 16000), "audio/wav")}
     r = httpx.post(f"{server.url}/classify", files=upload, data={"transcript": "word " * 5000}, timeout=30)
     assert r.status_code == 400 and r.json()["reason"] == "params"
+
+
+@pytest.mark.parametrize(("signal", "found"), [
+    (np.zeros(3 * 16000, np.float32), "silent"),
+    ((0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 16000) / 16000)).astype(np.float32), "tone"),
+    (voiced(0.3), "0.5 s"),
+], ids=["silence", "tone", "too-short"])
+def test_classify_refuses_audio_without_a_voice(server: Server, signal: np.ndarray, found: str) -> None:
+    upload = {"audio": ("answer.wav", wav_bytes(signal, 16000), "audio/wav")}
+    r = httpx.post(f"{server.url}/classify", files=upload, data={"transcript": "I am fine."}, timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"] == "no_voice" and found in r.json()["error"], r.json()

@@ -162,8 +162,7 @@ def test_train_split_scores_training_speakers_in_its_own_file(speech_dir: Path, 
     monkeypatch.setattr(codec, "DEFAULT_TRAIN_OUT", tmp_path / "codec-train.json")
     readme = codec.harness.REPO / "README.md"
     before = readme.read_text()
-    args = _args("eval", ["--data", str(speech_dir), "--split", "train", "--systems", *FAKES])
-    args.out = codec.DEFAULT_OUT  # the parser captured the real default before the patch
+    args = _args("eval", ["--data", str(speech_dir), "--split", "train", "--ship", "--systems", *FAKES])
     assert codec.run_eval(args, systems=FAKES) == 0
     assert not (tmp_path / "codec.json").exists() and readme.read_text() == before
     data = json.loads((tmp_path / "codec-train.json").read_text())

@@ -119,6 +119,18 @@ def test_refusals(server: Server, clips: dict) -> None:
     _refusal(r, 400, "unknown_field", "did you mean 'audio'")
 
 
+@pytest.mark.parametrize(("name", "clip", "found"), [
+    ("silence", np.zeros((2, 3 * SR), np.float32), "silent"),
+    ("tone", np.tile(0.3 * np.sin(2 * np.pi * 300 * np.arange(3 * SR) / SR), (2, 1)).astype(np.float32), "tone"),
+    ("noise", 0.1 * np.random.default_rng(7).standard_normal((2, 3 * SR)).astype(np.float32), "noise"),
+])
+def test_enroll_refuses_a_clip_without_a_voice(server: Server, name: str, clip: np.ndarray, found: str) -> None:
+    r = httpx.post(f"{server.url}/enroll", files={"audio": upload(clip, f"{name}.wav")}, timeout=60)
+    _refusal(r, 422, "no_voice", "No voice", found, "someone speaking")
+    by_clip = httpx.post(f"{server.url}/extract", files={"audio": upload(clip), "enrollment": upload(clip)}, timeout=60)
+    _refusal(by_clip, 422, "no_voice", "enrollment:")
+
+
 def test_metrics(server: Server, clips: dict) -> None:
     httpx.post(f"{server.url}/extract", files={"audio": upload(clips["mixture"][0]), "enrollment": upload(
         clips["enrollment"])}, timeout=60)

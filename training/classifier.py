@@ -1,7 +1,10 @@
 """Classifier recipe: a manifest of recordings -> voice and text models, fused per participant.
 
-`hark train classifier --manifest FILE [--task binary:LABEL|multiclass] [--config ...]`
+`hark train classifier --manifest FILE [--task binary:LABEL|multiclass] [--run-dir DIR] [--config ...]`
 
+0. What the manifest holds decides what is trained: voice (rows with audio), text (rows with a
+   transcript) or both; a modality whose rows cannot give every class two participants is
+   skipped, and the run says so before any feature is computed.
 1. Features per recording (services/classifier_features.py, the code that serves): voice =
    eGeMAPSv02 functionals + a d-vector; text = MiniLM sentence embedding + lexical statistics.
    They are cached in RUN_DIR, keyed by the file and the transcript.
@@ -9,7 +12,8 @@
    model among the candidates and estimates how it does on unseen participants; the two
    modalities' probabilities are averaged per participant (late fusion). A majority-class dummy
    is always scored beside them.
-3. The chosen model of each modality is refit on every participant and saved for export.
+3. The chosen model of each modality is refit on every participant and saved for export, in a
+   run folder of its own (training/recipe_files.py).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from training.classification_scores import report
 from training.grouped_cv import Candidate, average_by_participant, nested_cv, participant_labels, select
+from training.recipe_files import default_config, new_run_dir, resolve_config, resolve_data
 
 if TYPE_CHECKING:
     from training.data.manifest import Recording
@@ -72,104 +77,173 @@ def candidates(recipe: ClassifierRecipe, subsets: dict[str, list[int] | None] | 
             for name, cols in (subsets or {"all": None}).items() for c in recipe.c_grid]
 
 
+MODALITIES = ("voice", "text")
+
+
 @dataclass
 class FeatureTable:
-    voice: np.ndarray  # [recordings, voice dims]
+    voice: np.ndarray  # [recordings, voice dims]; NaN rows where there is no audio
     text: np.ndarray  # [recordings, text dims]; NaN rows where the transcript is empty
     has_text: np.ndarray  # [recordings] bool
     named_subsets: bool = True  # False for tables not made by compute_features (tests)
+    has_voice: np.ndarray | None = None  # [recordings] bool; None: every recording
+
+    def rows(self, modality: str) -> np.ndarray:
+        if modality == "text":
+            return self.has_text
+        return np.ones(len(self.voice), bool) if self.has_voice is None else self.has_voice
+
+    def features(self, modality: str) -> np.ndarray:
+        return self.voice if modality == "voice" else self.text
 
     def subsets(self, modality: str) -> dict[str, list[int] | None] | None:
-        x = self.voice if modality == "voice" else self.text
-        return feature_subsets(modality, x.shape[1]) if self.named_subsets else None
+        return feature_subsets(modality, self.features(modality).shape[1]) if self.named_subsets else None
+
+
+def present(recordings: list["Recording"]) -> dict[str, np.ndarray]:
+    """Per modality, which recordings have it: audio for voice, a transcript for text."""
+    return {"voice": np.array([r.audio_path is not None for r in recordings]),
+            "text": np.array([bool(r.transcript.strip()) for r in recordings])}
+
+
+def plan_modalities(recordings: list["Recording"], y: np.ndarray, groups: np.ndarray,
+                    classes: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the modalities this manifest can train, why each other one cannot).
+
+    Decided from the manifest alone, before any feature is computed: a modality needs, among the
+    recordings that have it, two participants of every class, or grouped cross-validation cannot
+    test it on an unseen participant."""
+    from training.data.manifest import ManifestError
+
+    what = {"voice": "audio", "text": "a transcript"}
+    trainable, skipped = [], {}
+    for modality, rows in present(recordings).items():
+        if not rows.any():
+            skipped[modality] = f"no recording has {what[modality]}"
+            continue
+        _, labels = participant_labels(y[rows], groups[rows])
+        counts = np.bincount(labels, minlength=len(classes))
+        short = [f"{c} ({n})" for c, n in zip(classes, counts) if n < 2]
+        if short:
+            skipped[modality] = (f"too few participants with {what[modality]} in class "
+                                 f"{', '.join(short)}; every class needs 2")
+        else:
+            trainable.append(modality)
+    if not trainable:
+        raise ManifestError("nothing to train: " + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
+    return trainable, skipped
 
 
 def _key(rec: "Recording") -> str:
-    st = rec.audio_path.stat()
-    raw = f"{rec.audio_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{rec.transcript}"
+    if rec.audio_path is None:
+        raw = f"|{rec.transcript}"
+    else:
+        st = rec.audio_path.stat()
+        raw = f"{rec.audio_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{rec.transcript}"
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
 def compute_features(recordings: list["Recording"], encoders: Path, cache: Path | None,
-                     load_audio: Callable[[Path], np.ndarray] | None = None) -> FeatureTable:
-    """Voice and text features of every recording, reusing `cache` (an .npz) where it has them."""
+                     load_audio: Callable[[Path], np.ndarray] | None = None,
+                     modalities: tuple[str, ...] | list[str] = MODALITIES) -> FeatureTable:
+    """Features of `modalities` for every recording that has them, reusing `cache` (an .npz)."""
     from services.audio import load
     from services.classifier_features import TextFeatures, VoiceFeatures
 
-    voice_fx, text_fx = VoiceFeatures(encoders), TextFeatures(encoders)
+    voice_fx = VoiceFeatures(encoders) if "voice" in modalities else None
+    text_fx = TextFeatures(encoders) if "text" in modalities else None
     load_audio = load_audio or (lambda p: load(p, 16000))
     known: dict[str, np.ndarray] = dict(np.load(cache)) if cache is not None and cache.exists() else {}
     voice, text = [], []
     for rec in tqdm(recordings, desc="features", unit="recording"):
         k = _key(rec)
-        if f"v{k}" not in known:
+        if voice_fx is not None and rec.audio_path is not None and f"v{k}" not in known:
             known[f"v{k}"] = voice_fx(load_audio(rec.audio_path)).astype(np.float32)
-        if rec.transcript.strip() and f"t{k}" not in known:
+        if text_fx is not None and rec.transcript.strip() and f"t{k}" not in known:
             known[f"t{k}"] = text_fx(rec.transcript).astype(np.float32)
-        voice.append(known[f"v{k}"])
-        text.append(known.get(f"t{k}", np.full(text_fx.dims, np.nan, dtype=np.float32)))
+        voice.append(known.get(f"v{k}", np.full(voice_fx.dims if voice_fx else 0, np.nan, dtype=np.float32)))
+        text.append(known.get(f"t{k}", np.full(text_fx.dims if text_fx else 0, np.nan, dtype=np.float32)))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **known)
-    text_arr = np.stack(text)
-    return FeatureTable(np.stack(voice), text_arr, ~np.isnan(text_arr).any(axis=1))
+    have = present(recordings)
+    return FeatureTable(np.stack(voice), np.stack(text), have["text"] & (text_fx is not None),
+                        has_voice=have["voice"] & (voice_fx is not None))
 
 
 def evaluate(table: FeatureTable, y: np.ndarray, groups: np.ndarray, classes: list[str],
-             recipe: ClassifierRecipe) -> dict[str, Any]:
+             recipe: ClassifierRecipe, modalities: list[str] | None = None) -> dict[str, Any]:
     """Nested grouped CV of each modality, their fusion and the dummy, per participant."""
     n = len(classes)
     ids, labels = participant_labels(y, groups)
+    modalities = modalities or [m for m in MODALITIES if table.rows(m).any()]
     per: dict[str, np.ndarray] = {}
     chosen: dict[str, list[str]] = {}
-    for name, x, rows in (("voice", table.voice, None), ("text", np.nan_to_num(table.text), table.has_text)):
-        cands = candidates(recipe, table.subsets(name))
-        res = nested_cv(cands, x, y, groups, n, recipe.outer_splits, recipe.inner_splits, recipe.seed, rows)
+    for name in modalities:
+        rows = table.rows(name)
+        x = np.nan_to_num(table.features(name))
+        res = nested_cv(candidates(recipe, table.subsets(name)), x, y, groups, n, recipe.outer_splits,
+                        recipe.inner_splits, recipe.seed, None if rows.all() else rows)
         per[name] = average_by_participant(res.proba, groups, ids)
         chosen[name] = res.chosen
-    fused = np.nanmean(np.stack([per["voice"], per["text"]]), axis=0)  # text missing: voice alone
+    # A participant missing one modality is judged on the other alone.
+    fused = np.nanmean(np.stack(list(per.values())), axis=0)
     prior = np.bincount(labels, minlength=n) / len(labels)
     dummy = np.tile(prior, (len(ids), 1))
-    systems = {"voice": per["voice"], "text": per["text"], "fused": fused, "dummy": dummy}
     out = {}
-    for name, p in systems.items():
+    for name, p in {**per, "fused": fused, "dummy": dummy}.items():
         have = ~np.isnan(p).any(axis=1)
         out[name] = report(labels[have], p[have], classes)
-    out["voice"]["chosen_per_fold"], out["text"]["chosen_per_fold"] = chosen["voice"], chosen["text"]
+    for name in modalities:
+        out[name]["chosen_per_fold"] = chosen[name]
     return out
 
 
 def fit_final(table: FeatureTable, y: np.ndarray, groups: np.ndarray, n_classes: int,
-              recipe: ClassifierRecipe) -> dict[str, Any]:
+              recipe: ClassifierRecipe, modalities: list[str] | None = None) -> dict[str, Any]:
     """Per modality: choose by grouped CV on every participant, then refit on all of them."""
     from sklearn.base import clone
 
     heads = {}
-    for name, x, rows in (("voice", table.voice, np.ones(len(y), bool)), ("text", table.text, table.has_text)):
-        best, scores = select(candidates(recipe, table.subsets(name)), x[rows], y[rows], groups[rows], recipe.inner_splits,
-                              recipe.seed, n_classes)
+    for name in modalities or [m for m in MODALITIES if table.rows(m).any()]:
+        rows, x = table.rows(name), table.features(name)
+        best, scores = select(candidates(recipe, table.subsets(name)), x[rows], y[rows], groups[rows],
+                              recipe.inner_splits, recipe.seed, n_classes)
         heads[name] = {"model": clone(best.make()).fit(x[rows], y[rows]), "chosen": best.name, "scores": scores}
     return heads
 
 
-def train(recipe: ClassifierRecipe, encoders: Path | None = None) -> dict[str, Any]:
+def trained_what(modalities: list[str], skipped: dict[str, str]) -> str:
+    """'voice and text', or 'voice only (text: no recording has a transcript)'."""
+    if len(modalities) == len(MODALITIES):
+        return " and ".join(modalities)
+    return f"{modalities[0]} only (" + "; ".join(f"{m}: {why}" for m, why in skipped.items()) + ")"
+
+
+def train(recipe: ClassifierRecipe, run_dir: Path, encoders: Path, cache: Path | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
     import joblib
 
     from training.data.manifest import read_manifest, task_labels
 
-    run_dir = Path(recipe.run_dir)
     recordings, warnings = read_manifest(Path(recipe.manifest))
     for w in warnings:
-        print(f"warning: {w}")
+        log(f"warning: {w}")
     classes, y = task_labels(recordings, recipe.task)
     groups = np.array([r.participant_id for r in recordings])
-    encoders = encoders or ensure_encoders(run_dir / "encoders")
-    table = compute_features(recordings, encoders, run_dir / "features.npz")
-    evaluation = evaluate(table, y, groups, classes, recipe)
-    heads = fit_final(table, y, groups, len(classes), recipe)
-    summary = {"task": recipe.task, "classes": classes, "recordings": len(recordings),
-               "participants": int(len(np.unique(groups))), "with_transcript": int(table.has_text.sum()),
-               "dims": {"voice": int(table.voice.shape[1]), "text": int(table.text.shape[1])},
+    modalities, skipped = plan_modalities(recordings, y, groups, classes)
+    log(f"training {trained_what(modalities, skipped)} on {len(np.unique(groups))} participants; "
+        f"run directory {run_dir}")
+    ensure_encoders(encoders)
+    table = compute_features(recordings, encoders, cache or run_dir / "features.npz", modalities=modalities)
+    evaluation = evaluate(table, y, groups, classes, recipe, modalities)
+    heads = fit_final(table, y, groups, len(classes), recipe, modalities)
+    _, labels = participant_labels(y, groups)
+    summary = {"task": recipe.task, "classes": classes, "modalities": modalities, "skipped": skipped,
+               "recordings": len(recordings), "participants": int(len(np.unique(groups))),
+               "class_participants": dict(zip(classes, map(int, np.bincount(labels, minlength=len(classes))))),
+               "with_transcript": int(table.has_text.sum()),
+               "dims": {m: int(table.features(m).shape[1]) for m in modalities},
                "evaluation": evaluation, "chosen": {k: v["chosen"] for k, v in heads.items()},
                "recipe": recipe.model_dump(), "manifest": str(recipe.manifest), "encoders": str(encoders)}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +254,9 @@ def train(recipe: ClassifierRecipe, encoders: Path | None = None) -> dict[str, A
 
 def ensure_encoders(directory: Path) -> Path:
     """The feature encoders (d-vector, MiniLM) as ONNX, exported once from their wheels; what the
-    export checked (parity with torch, fidelity, sizes) is kept beside them in export.json."""
-    if not all((directory / f).exists() for f in ("dvector.onnx", "minilm.onnx", "export.json")):
+    export checked (parity with torch, fidelity, sizes) is kept beside them in export.json. A
+    folder that already holds them (e.g. a shipped model's) is used as it is."""
+    if not all((directory / f).exists() for f in ("dvector.onnx", "minilm.onnx", "tokenizer.json")):
         from export.classifier_encoders import export_encoders
 
         checks = export_encoders(directory)
@@ -190,29 +265,41 @@ def ensure_encoders(directory: Path) -> Path:
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("training/configs/classifier.yaml"),
-                        help="recipe YAML (manifest, task, folds, candidate models)")
-    parser.add_argument("--manifest", help="override the manifest CSV (participant_id, audio_path, transcript, "
-                                           "label[, split])")
+    parser.add_argument("--config", type=Path, default=default_config("classifier"),
+                        help="recipe YAML (manifest, task, folds, candidate models); default: the shipped one")
+    parser.add_argument("--manifest", help="the manifest CSV (participant_id, audio_path, transcript, label[, split]); "
+                                           "voice, text or both are trained, by what its rows hold")
     parser.add_argument("--task", help="multiclass, or binary:LABEL (LABEL against the rest)")
-    parser.add_argument("--run-dir", help="override run_dir (features cache, model.joblib, report.json)")
+    parser.add_argument("--run-dir", type=Path, help="folder for this run: features cache, model.joblib, report.json "
+                                                     "(default: a new folder RUNS/<UTC time>, RUNS being the "
+                                                     "recipe's run_dir, runs/classifier)")
+    parser.add_argument("--encoders", type=Path, help="folder of the ONNX feature encoders, exported once "
+                                                      "(default: RUNS/encoders)")
+    parser.add_argument("--features-cache", type=Path, metavar="FILE",
+                        help="an .npz of features to reuse across runs (default: RUN_DIR/features.npz)")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from training.data.manifest import ManifestError
 
-    recipe = ClassifierRecipe.from_yaml(args.config)
-    for key in ("manifest", "task", "run_dir"):
-        if getattr(args, key, None):
-            setattr(recipe, key, getattr(args, key))
     try:
-        summary = train(recipe)
+        recipe = ClassifierRecipe.from_yaml(resolve_config(args.config))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}")
+        return 2
+    recipe.task = args.task or recipe.task
+    recipe.manifest = args.manifest or str(resolve_data(recipe.manifest))
+    runs = Path(recipe.run_dir)
+    run_dir = args.run_dir or new_run_dir(runs)
+    try:
+        summary = train(recipe, run_dir, args.encoders or runs / "encoders", args.features_cache)
     except ManifestError as exc:
         print(f"error: {exc}")
         return 2
     ev = summary["evaluation"]
-    print(f"{summary['task']}: {summary['participants']} participants, {summary['recordings']} recordings")
-    for name in ("voice", "text", "fused", "dummy"):
+    print(f"{summary['task']}: {summary['participants']} participants, {summary['recordings']} recordings; "
+          f"trained {trained_what(summary['modalities'], summary['skipped'])}")
+    for name in [*summary["modalities"], "fused", "dummy"]:
         print(f"  {name:6s} macro F1 {ev[name]['macro_f1']:.3f}  ECE {ev[name]['ece']:.3f}")
-    print(f"saved {recipe.run_dir}/model.joblib and report.json")
+    print(f"saved {run_dir}/model.joblib and report.json; next: hark export classifier --run-dir {run_dir}")
     return 0

@@ -21,6 +21,7 @@ from models.discriminators import Critics
 from training.data.speech import DEFAULT_SOURCES, SpeechWindows
 from training.loop import CriticStep, LoopConfig, add_loop_arguments, apply_loop_arguments, fit
 from training.losses import SpectralLoss, critic_loss, generator_losses
+from training.recipe_files import default_config, resolve_config
 
 
 class LossConfig(BaseModel):
@@ -107,13 +108,13 @@ def train(recipe: CodecRecipe, resume: bool = False) -> dict:
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("training/configs/codec.yaml"),
+    parser.add_argument("--config", type=Path, default=default_config("codec"),
                         help="recipe YAML (speech dirs, model size, losses, loop settings)")
     add_loop_arguments(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    recipe = CodecRecipe.from_yaml(args.config)
+    recipe = CodecRecipe.from_yaml(resolve_config(args.config))
     apply_loop_arguments(recipe, args)
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s on {summary['data']['minutes']} min "

@@ -28,6 +28,7 @@ from training.data.spatialise import SIDES, mix_side, pack
 from training.data.speech import DEFAULT_SOURCES
 from training.enroll_features import first_window_mels
 from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, fit
+from training.recipe_files import default_config, resolve_config
 
 SAMPLE_RATE = 16000
 
@@ -180,7 +181,7 @@ def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("training/configs/extractor.yaml"),
+    parser.add_argument("--config", type=Path, default=default_config("extractor"),
                         help="recipe YAML (speech dirs, room bank, scene mix, model size, loop settings)")
     parser.add_argument("--mix-on-device", action="store_true",
                         help="set scenes.mix_on_device: convolve, mix and compute enrollment mels on the "
@@ -189,7 +190,7 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    recipe = ExtractorRecipe.from_yaml(args.config)
+    recipe = ExtractorRecipe.from_yaml(resolve_config(args.config))
     apply_loop_arguments(recipe, args)
     if getattr(args, "mix_on_device", False):
         recipe.scenes.mix_on_device = True

@@ -16,6 +16,7 @@ from models.transcriber import Transcriber, TranscriberConfig
 from training.data.augment import AugmentConfig
 from training.data.music_windows import MusicWindows
 from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, fit
+from training.recipe_files import default_config, resolve_config
 
 
 class LossConfig(BaseModel):
@@ -120,7 +121,7 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("training/configs/transcriber.yaml"),
+    parser.add_argument("--config", type=Path, default=default_config("transcriber"),
                         help="recipe YAML (data dirs, model size, augmentation, loop settings)")
     parser.add_argument("--overtone-neg-weight", type=float, help="override loss.overtone_neg_weight")
     parser.add_argument("--release-neg-weight", type=float, help="override loss.release_neg_weight")
@@ -137,7 +138,7 @@ def apply_arguments(recipe: TranscriberRecipe, args: argparse.Namespace) -> None
 
 
 def run_train(args: argparse.Namespace) -> int:
-    recipe = TranscriberRecipe.from_yaml(args.config)
+    recipe = TranscriberRecipe.from_yaml(resolve_config(args.config))
     apply_arguments(recipe, args)
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s; checkpoint {recipe.run_dir}/last.pt")

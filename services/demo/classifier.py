@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from services.demo.common import ShippedModel, load_audio, resolve_model
+from services.voice import find_voice
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def classify(source: ModelSource | None, audio_path: str | None, transcript: str
         raise gr.Error("Upload or record a recording first.", print_exception=False)
     model = resolve_model(source, FAMILY, "classify")
     samples = load_audio(audio_path, model.sample_rate)
+    if model.needs_voice:
+        found = find_voice(samples, model.sample_rate)
+        if found.problem is not None:  # as /classify: no confident label for silence or a hum
+            raise gr.Error(f"No voice to classify: {found.message}.", print_exception=False)
     try:
         result = model.classify(samples, transcript or None)
     except Exception as exc:

@@ -19,6 +19,7 @@ import soundfile as sf
 from services import audio
 from services.demo.common import ShippedModel, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
+from services.voice import find_voice
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ def extract(source: ModelSource | None, enrollment_path: str | None, mixture_pat
     model = _model(source)
     enrollment = load_binaural(enrollment_path, "Enrollment", allow_mono=True, max_seconds=ENROLL_MAX_SECONDS)
     mixture = load_binaural(mixture_path, "Mixture")
+    found = find_voice(enrollment, SAMPLE_RATE)
+    if found.problem is not None:  # as /enroll: no "voice" made of silence or a hum
+        raise gr.Error(f"No voice to enroll: {found.message}.", print_exception=False)
     t0 = time.perf_counter()
     try:
         embedding = model.enroll(enrollment)

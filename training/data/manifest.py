@@ -9,19 +9,23 @@ worse, silently learn from) and reports all problems at once, each naming the CS
 (the header is line 1), so that a user can fix their file in one go rather than one stack trace
 at a time:
 
-- errors (`ManifestError`): missing columns, empty participant ids or labels, missing audio
-  files, labels outside a given label set, a participant whose recordings carry different labels,
+- errors (`ManifestError`): missing columns, empty participant ids or labels, a row with neither
+  audio nor a transcript, missing audio files, labels outside a given label set, a participant whose recordings carry different labels,
   split values other than train/test, a participant in both splits, a class held by fewer than
   two participants (grouped cross-validation cannot test a class on an unseen participant
   otherwise), fewer than two classes;
-- warnings (returned): empty transcripts (the text modality skips those recordings), the same
-  audio file on several rows, labels of the given set that no row uses.
+- warnings (returned): empty transcripts (the text modality skips those recordings), empty
+  audio paths (the voice modality skips those), the same audio file on several rows, labels of
+  the given set that no row uses.
+
+A manifest of new data to score (`require_labels=False`) may leave every label empty.
 
 `task_labels` turns a task string (`multiclass` or `binary:LABEL`) into class names and targets.
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -40,7 +44,8 @@ MAX_LISTED = 10
 @dataclass(frozen=True)
 class Recording:
     participant_id: str
-    audio_path: Path  # absolute: relative paths in the CSV are taken from the manifest's directory
+    audio_path: Path | None  # absolute (relative paths in the CSV are taken from the manifest's
+    # directory); None for a transcript without audio
     transcript: str
     label: str
     split: str | None
@@ -138,7 +143,7 @@ class _Problems:
 
 
 def _parse_rows(path: Path, header: list[str], records: list[tuple[int, list[str]]],
-                labels: Sequence[str] | None, check_files: bool,
+                labels: Sequence[str] | None, check_files: bool, require_labels: bool,
                 errors: _Problems, warnings: _Problems) -> list[Recording]:
     base = path.resolve().parent
     index = {name: header.index(name) for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in header}
@@ -153,18 +158,20 @@ def _parse_rows(path: Path, header: list[str], records: list[tuple[int, list[str
         split = value.get("split", "").lower() or None
         if not pid:
             errors.add("empty participant_id", row)
-        if not label:
+        if not label and require_labels:
             errors.add("empty label", row)
         elif allowed is not None and label not in allowed:
             errors.add(f"unknown label {label!r} (expected one of: {', '.join(labels or [])})", row)
-        if not audio:
-            errors.add("empty audio_path", row)
-        resolved = _resolve(base, audio) if audio else Path()
-        if audio and check_files and not resolved.is_file():
+        if not audio and not value["transcript"]:
+            errors.add("empty audio_path and transcript: a row needs audio, a transcript or both", row)
+        elif not audio:
+            warnings.add("empty audio_path: voice modality skipped for them", row)
+        resolved = _resolve(base, audio) if audio else None
+        if resolved is not None and check_files and not resolved.is_file():
             errors.add(f"audio file not found (relative paths are resolved against {base})", row, audio)
         if split is not None and split not in SPLITS:
             errors.add(f"split {value['split']!r} is not one of {', '.join(SPLITS)} (or empty)", row)
-        if not value["transcript"]:
+        if not value["transcript"] and audio:
             warnings.add("empty transcript: text modality skipped for them", row)
         out.append(Recording(pid, resolved, value["transcript"], label, split, row))
     return out
@@ -173,7 +180,8 @@ def _parse_rows(path: Path, header: list[str], records: list[tuple[int, list[str
 def _check_duplicates(recordings: list[Recording], warnings: _Problems) -> None:
     by_path: dict[Path, list[int]] = defaultdict(list)
     for rec in recordings:
-        by_path[rec.audio_path].append(rec.row)
+        if rec.audio_path is not None:
+            by_path[rec.audio_path].append(rec.row)
     for audio, rows in by_path.items():
         if len(rows) > 1 and audio.is_absolute():
             for row in rows:
@@ -224,12 +232,14 @@ def _check_classes(recordings: list[Recording], labels: Sequence[str] | None,
             warnings.append(f"no recordings for label{'s' if len(unused) > 1 else ''} {', '.join(unused)}")
 
 
-def read_manifest(path: Path, labels: Sequence[str] | None = None,
-                  check_files: bool = True) -> tuple[list[Recording], list[str]]:
+def read_manifest(path: Path, labels: Sequence[str] | None = None, check_files: bool = True,
+                  require_labels: bool = True) -> tuple[list[Recording], list[str]]:
     """The manifest's recordings and human-readable warnings; ManifestError lists every problem.
 
     `labels`, when given, is the full set of allowed labels. `check_files=False` skips the
     existence check of the audio files (e.g. to validate a manifest before copying the audio).
+    `require_labels=False` reads data to score: labels may be empty, and the class checks that
+    training needs (two classes, two participants each) are skipped.
     """
     path = Path(path)
     header, records = _read_records(path)
@@ -237,11 +247,12 @@ def read_manifest(path: Path, labels: Sequence[str] | None = None,
     if not records:
         raise ManifestError(f"manifest {path} has a header but no recordings")
     errors, warnings = _Problems(), _Problems()
-    recordings = _parse_rows(path, header, records, labels, check_files, errors, warnings)
+    recordings = _parse_rows(path, header, records, labels, check_files, require_labels, errors, warnings)
     _check_duplicates(recordings, warnings)
     _check_participants(recordings, errors)
     error_lines, warning_lines = errors.lines(), warnings.lines()
-    _check_classes(recordings, labels, error_lines, warning_lines)
+    if require_labels:
+        _check_classes(recordings, labels, error_lines, warning_lines)
     if error_lines:
         count = f"{len(error_lines)} problem{'s' if len(error_lines) > 1 else ''}"
         raise ManifestError(f"manifest {path} has {count} (line numbers count the header as 1):\n  - "
@@ -271,6 +282,17 @@ def task_labels(recordings: Sequence[Recording], task: str) -> tuple[list[str], 
     return [f"not_{positive}", positive], np.array([r.label == positive for r in recordings], dtype=np.int64)
 
 
+def is_demo_cohort(manifest: Path) -> bool:
+    """Whether `manifest` is the SYNTHETIC demo cohort that `hark data classifier` writes (its
+    cohort.json says so), so that a report never labels a user's data as synthetic, or the reverse."""
+    info = Path(manifest).resolve().parent / "cohort.json"
+    try:
+        written = json.loads(info.read_text())
+        return written.get("synthetic") is True and written.get("generator") == "training.data.cohort"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_manifest(path: Path, recordings: Iterable[Recording]) -> Path:
     """Write recordings as a manifest CSV; audio under the manifest's directory is stored relative."""
     path = Path(path)
@@ -282,8 +304,9 @@ def write_manifest(path: Path, recordings: Iterable[Recording]) -> Path:
         writer = csv.writer(handle)
         writer.writerow([*REQUIRED_COLUMNS, *(["split"] if with_split else [])])
         for rec in recordings:
-            audio = Path(os.path.abspath(rec.audio_path))
-            shown = audio.relative_to(base).as_posix() if audio.is_relative_to(base) else str(audio)
+            audio = Path(os.path.abspath(rec.audio_path)) if rec.audio_path is not None else None
+            shown = ("" if audio is None else
+                     audio.relative_to(base).as_posix() if audio.is_relative_to(base) else str(audio))
             writer.writerow([rec.participant_id, shown, rec.transcript, rec.label,
                              *([rec.split or ""] if with_split else [])])
     return path
