@@ -16,6 +16,7 @@ from speechlike import SR, speech_like
 
 from hark import REPO_ROOT, cli
 from hark.run import common
+from services import codec_tokens
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -85,6 +86,10 @@ def test_codec_round_trip(files: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert code == common.REFUSED and "not a token file" in err
     code, _, err = run(["encode", speech, "--out", str(tmp_path), "--bitrate", "3", "--overwrite"], capsys)
     assert code == common.USAGE and "choose one of 1, 2" in err
+    hour = codec_tokens.Tokens(np.zeros((180_000, 2, 1), dtype=np.int64), SR, 50.0, 1024, 3600 * SR)
+    (tmp_path / "hour.hark").write_bytes(codec_tokens.dumps(hour))
+    code, _, err = run(["decode", str(tmp_path / "hour.hark"), "--out", str(tmp_path)], capsys)
+    assert code == common.REFUSED and "HARK_MAX_AUDIO_SECONDS" in err
 
 
 def test_enroll_then_extract(files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

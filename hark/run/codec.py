@@ -84,7 +84,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from services import codec_tokens
+    from services import codec_tokens, config
     from services.audio import wav_bytes
 
     paths = common.expand_inputs(args.inputs, suffixes=(".hark",))
@@ -95,8 +95,12 @@ def run_decode(args: argparse.Namespace) -> int:
         if path.stat().st_size > codec_tokens.MAX_FILE_BYTES:
             raise common.CommandError(common.REFUSED,
                                       f"a token file may have at most {codec_tokens.MAX_FILE_BYTES} bytes")
+        data = path.read_bytes()
         try:
-            tokens = codec_tokens.loads(path.read_bytes())
+            refusal = codec_tokens.too_long(codec_tokens.read_header(data).duration_s, config.max_audio_seconds())
+            if refusal is not None:  # decided by the header, before any code is decoded
+                raise common.CommandError(common.REFUSED, refusal)
+            tokens = codec_tokens.loads(data)
             model.check_tokens(tokens)
         except ValueError as exc:  # refused, never decoded into noise
             raise common.CommandError(common.REFUSED, f"not a token file this codec can decode: {exc}") from None
