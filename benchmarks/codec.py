@@ -427,8 +427,14 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "skipped": skipped,
         "per_clip": {args.name: details["per_clip"]},
     }
-    return harness.write(args, TAG, render, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES,
-                         readme=args.split != "train")
+    status = harness.write(args, TAG, render, "eval", meta_eval, sets=results, packages=SCORER_PACKAGES,
+                           readme=args.split != "train")
+    shipped = [n for n in HARK_KBPS if n in summary]
+    if shipped and args.ship and args.split == "heldout":  # the card records its published scores
+        harness.record_in_card(Path(args.model_dir), info[shipped[0]].get("sha256"), {
+            "sets": {args.name: summary}, "set_sizes": meta_eval["set_sizes"], "date": meta_eval["date"],
+            "git_commit": meta_eval["git_commit"], "command": "hark eval codec --ship"})
+    return status
 
 
 # --- bench --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ per-item scores, the paths written in results, the results-file arguments and th
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -124,3 +125,17 @@ def write(args: argparse.Namespace, tag: str, render: Callable[[dict[str, Any]],
     changed = report.write_all(merged, out_path, out_path.with_suffix(".md"), readme_path, tag, render=render)
     log.info("wrote %s and %s%s", out_path, out_path.with_suffix(".md"), " and README" if changed else "")
     return 0
+
+
+def record_in_card(model_dir: Path, sha256: str | None, section: dict) -> None:
+    """The model card carries what its model scored, beside the anchors on the same inputs (under
+    `eval`); only when the card describes the model that was measured (--ship)."""
+    card_path = model_dir / "card.json"
+    if sha256 is None or not card_path.is_file():
+        return
+    card = json.loads(card_path.read_text())
+    if card.get("sha256") != sha256:
+        log.warning("not writing results into %s: its sha256 does not match the measured model", card_path)
+        return
+    card["eval"] = {**card.get("eval", {}), **section}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")

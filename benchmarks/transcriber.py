@@ -251,7 +251,7 @@ def run_eval(args: argparse.Namespace) -> int:
     meta_eval.update(date=stamp["date"], git_commit=stamp["git_commit"])
     _publish(args, sets=results, meta={**stamp, "eval": meta_eval})
     if HARK in systems and args.ship:  # the shipped model's card records its published scores
-        _record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
+        harness.record_in_card(Path(args.model_dir), systems[HARK].info().get("sha256"), {
             "sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
             "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
             "onset_tolerance_s": meta_eval["onset_tolerance_s"],
@@ -266,20 +266,6 @@ def _publish(args: argparse.Namespace, **results: Any) -> None:
     out = report.merge(report.load(json_path), **results)
     changed = report.write_all(out, json_path, json_path.with_suffix(".md"), readme, TAG)
     log.info("wrote %s and %s%s", json_path, json_path.with_suffix(".md"), " and README" if changed else "")
-
-
-def _record_in_card(model_dir: Path, sha256: str | None, section: dict) -> None:
-    """The model card carries what its model scored and cost, beside Basic Pitch on the same
-    clips; only when the card describes the model that was measured."""
-    card_path = model_dir / "card.json"
-    if sha256 is None or not card_path.is_file():
-        return
-    card = json.loads(card_path.read_text())
-    if card.get("sha256") != sha256:
-        log.warning("not writing results into %s: its sha256 does not match the measured model", card_path)
-        return
-    card["eval"] = {**card.get("eval", {}), **section}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def add_arguments_bench(parser: argparse.ArgumentParser) -> None:
@@ -385,7 +371,7 @@ def run_bench(args: argparse.Namespace) -> int:
     meta_bench.update(date=stamp["date"], git_commit=stamp["git_commit"])
     _publish(args, speed=results, meta={**stamp, "bench": meta_bench})
     if isinstance(info.get(HARK), dict) and args.ship:
-        _record_in_card(Path(args.model_dir), info[HARK].get("sha256"), {
+        harness.record_in_card(Path(args.model_dir), info[HARK].get("sha256"), {
             "speed": results, "speed_date": stamp["date"],
             "speed_command": "hark bench transcriber " + " ".join(sys.argv[3:])})
     return 0

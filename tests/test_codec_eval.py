@@ -105,12 +105,12 @@ def test_pesq_and_stoi_give_sane_ranges() -> None:
 
 
 def test_summary_has_means_medians_and_sizes() -> None:
-    clips = [{"pesq_wb": 1.0, "stoi": 0.5, "mel_distance": 1.0, "si_sdr": 0.0},
-             {"pesq_wb": float("nan"), "stoi": 0.7, "mel_distance": 2.0, "si_sdr": 3.0},
-             {"pesq_wb": 3.0, "stoi": 0.9, "mel_distance": 6.0, "si_sdr": 9.0}]
+    clips = [{"pesq_wb": 1.0, "stoi": 0.5, "mel_distance": 1.0, "si_sdr": 0.0, "level_diff_db": 0.5},
+             {"pesq_wb": float("nan"), "stoi": 0.7, "mel_distance": 2.0, "si_sdr": 3.0, "level_diff_db": -1.0},
+             {"pesq_wb": 3.0, "stoi": 0.9, "mel_distance": 6.0, "si_sdr": 9.0, "level_diff_db": 0.2}]
     s = codec.summarise(clips, seconds=90.0)
     assert s["stoi"] == pytest.approx(0.7) and s["mel_distance"] == pytest.approx(3.0)
-    assert s["mel_distance_median"] == pytest.approx(2.0)
+    assert s["mel_distance_median"] == pytest.approx(2.0) and s["level_diff_db_median"] == pytest.approx(0.2)
     assert s["pesq_wb"] == pytest.approx(2.0) and s["pesq_wb_clips"] == 2  # PESQ's failure left out, counted
     assert s["clips"] == 3 and s["minutes"] == pytest.approx(1.5)
 
@@ -143,6 +143,10 @@ def test_eval_scores_held_out_clips_only_and_writes_results(speech_dir: Path, tm
         assert entry["clips"] == 2 and entry["minutes"] == pytest.approx(3.0 / 60, abs=1e-3)
     assert systems["hark-2kbps"]["si_sdr"] > systems["hark-1kbps"]["si_sdr"]  # mu-law beats the lowpass
     assert systems["hark-2kbps"]["mel_distance"] < systems["hark-1kbps"]["mel_distance"]
+    for entry in systems.values():  # loudness: the median clip, and the worst one beside it
+        if "level_diff_db_max_abs" in entry:
+            assert entry["level_diff_db_max_abs"] >= abs(entry["level_diff_db_median"]) - 1e-3
+    assert systems["hark-1kbps"]["level_diff_db_max_abs"] > 0.1  # the lowpass changes the level
     for name in ("opus-6kbps", "opus-12kbps", "codec2-3200", "codec2-1300"):
         _assert_anchor(systems[name], name)
 
@@ -287,7 +291,8 @@ def test_hark_systems_use_codec_model_at_both_bitrates(tmp_path: Path, monkeypat
     fns, skipped, _ = codec.bench_fns(["hark-1kbps"], args, x)
     fns["hark-1kbps"]()
     model = FakeCodecModel.instances[-1]
-    assert model.threads == 1 and model.calls == [("encode", 1.0), ("decode", 1)]
+    # the bench times what /encode + /decode cost: encode, the encoder's own decode (level), decode
+    assert model.threads == 1 and model.calls == [("reconstruct", 1.0)]
 
 
 def test_missing_model_dir_says_how_to_get_one(tmp_path: Path) -> None:
