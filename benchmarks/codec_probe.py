@@ -5,14 +5,16 @@
 
 On the held-out speakers' clips (as `hark eval codec` prepares them), the decoder is run from the
 2 kbps codes, from the 1 kbps codes and from the unquantised latent; and its 2 kbps STFT is
-resynthesised with the input's phase in place of its own, and the input's magnitudes with its own
-phase (the decoder's 20 ms sqrt-Hann grid, the input analysed on that grid). Each is scored like
+resynthesised with the input's phase in place of its own, the input's magnitudes with its own
+phase (the decoder's 20 ms sqrt-Hann grid, the input analysed on that grid), and its magnitudes
+with a phase built from them alone by phase-gradient heap integration (benchmarks.codec_phase). Each is scored like
 the eval (PESQ-WB, STOI, log-mel distance, SI-SDR; mean over clips). Also how many entries of each
 codebook the 2 kbps codes use, and their perplexity. Torch, not ONNX: the probe opens the graph.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks import report
+from benchmarks import codec_phase, report
 from benchmarks.codec import DEFAULT_DATA, METRICS, heldout_files, load_clip, score
 from benchmarks.harness import display
 
@@ -33,6 +35,7 @@ VARIANTS = {
     "unquantised": "unquantised latent (no bitrate limit)",
     "own_magnitude_input_phase": "2 kbps magnitudes, the input's phase",
     "input_magnitude_own_phase": "the input's magnitudes, the 2 kbps phase",
+    "own_magnitude_pghi_phase": "2 kbps magnitudes, phase from them by PGHI (no training)",
 }
 
 
@@ -45,6 +48,14 @@ def _input_spectrum(model: Any, padded: torch.Tensor) -> tuple[torch.Tensor, tor
     spec = F.conv1d(F.pad(padded[:, None], (cfg.n_fft - cfg.hop, 0)), analysis, stride=cfg.hop)
     re, im = spec.chunk(2, dim=1)
     return re, im
+
+
+@functools.lru_cache(maxsize=None)
+def _lambda(n_fft: int) -> float:
+    """The Gaussian width PGHI assumes for the decoder's sqrt-Hann synthesis window."""
+    from models.codec import _periodic_hann
+
+    return codec_phase.gaussian_lambda(np.sqrt(_periodic_hann(n_fft)))
 
 
 @torch.no_grad()
@@ -62,12 +73,16 @@ def probe_clip(model: Any, ref: np.ndarray, counts: list[np.ndarray]) -> dict[st
     mag, phase = torch.hypot(re, im)[..., :n], torch.atan2(im, re)[..., :n]
     tmag, tphase = torch.hypot(tre, tim)[..., :n], torch.atan2(tim, tre)[..., :n]
     synthesise = model.decoder.synthesise
+    cfg = model.cfg
+    pghi_phase = torch.from_numpy(codec_phase.pghi(mag[0].double().numpy(), cfg.n_fft, cfg.hop, _lambda(cfg.n_fft)))
+    pghi_phase = pghi_phase[None].to(mag.dtype)
     out = {
         "2kbps": synthesise(re, im),
         "1kbps": model.decoder(q.decode(codes[..., :1])),
         "unquantised": model.decoder(z),
         "own_magnitude_input_phase": synthesise(mag * torch.cos(tphase), mag * torch.sin(tphase)),
         "input_magnitude_own_phase": synthesise(tmag * torch.cos(phase), tmag * torch.sin(phase)),
+        "own_magnitude_pghi_phase": synthesise(mag * torch.cos(pghi_phase), mag * torch.sin(pghi_phase)),
     }
     return {name: score(ref, audio[0, :ref.size].numpy()) for name, audio in out.items()}
 
