@@ -161,7 +161,7 @@ def _load_codec_model(model_dir: Path, threads: int | None) -> Any:
         raise Unavailable(f"no codec model in {display(model_dir)}: export one with `hark export codec` "
                           "(after `hark train codec`) or pass --model-dir DIR")
     try:
-        from services.codec_model import CodecModel
+        from core.codec_model import CodecModel
     except ModuleNotFoundError as exc:
         raise Unavailable(f"the hark codec cannot run in this checkout: module {exc.name} is missing") from exc
     # threads None: the model's own default; the speed bench pins 1.

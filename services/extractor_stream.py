@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import config, metrics, stream_io
-from services.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
+from core import config
+from services import metrics, stream_io
+from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "extractor"

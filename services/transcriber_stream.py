@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import audio, config, metrics
+from core import audio, config
+from services import metrics
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
-from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
+from core.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
 
 NAME = "transcriber"
 _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")

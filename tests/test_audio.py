@@ -1,4 +1,4 @@
-"""Decoding and validation of uploaded audio (services/audio.py)."""
+"""Decoding and validation of uploaded audio (core/audio.py)."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from conftest import SR, tone, wav_bytes
 
-from services import audio
+from core import audio
 
 LIMITS = audio.Limits(max_seconds=30, max_bytes=2_000_000)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import CODEC_HOP
 
-from services.codec_model import CodecModel, DecoderStream, EncoderStream
-from services.codec_tokens import Tokens
+from core.codec_model import CodecModel, DecoderStream, EncoderStream
+from core.codec_tokens import Tokens
 
 
 @pytest.fixture(scope="module")

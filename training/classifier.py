@@ -2,7 +2,7 @@
 
 `hark train classifier --manifest FILE [--task binary:LABEL|multiclass] [--config ...]`
 
-1. Features per recording (services/classifier_features.py, the code that serves): voice =
+1. Features per recording (core/classifier_features.py, the code that serves): voice =
    eGeMAPSv02 functionals + a d-vector; text = MiniLM sentence embedding + lexical statistics.
    They are cached in RUN_DIR, keyed by the file and the transcript.
 2. Per modality, nested cross-validation grouped by participant (training/grouped_cv.py) picks a
@@ -49,7 +49,7 @@ def feature_subsets(modality: str, dims: int) -> dict[str, list[int] | None]:
     """Column subsets a candidate may use. With tens of participants, hundreds of embedding
     dimensions can drown the few hand-made features that carry the effect; the inner folds
     decide per task and data whether the embedding earns its place."""
-    from services.classifier_features import EGEMAPS_DIMS, LEXICAL_NAMES
+    from core.classifier_features import EGEMAPS_DIMS, LEXICAL_NAMES
 
     if modality == "voice":
         return {"egemaps+dvector": None, "egemaps": list(range(EGEMAPS_DIMS))}
@@ -93,8 +93,8 @@ def _key(rec: "Recording") -> str:
 def compute_features(recordings: list["Recording"], encoders: Path, cache: Path | None,
                      load_audio: Callable[[Path], np.ndarray] | None = None) -> FeatureTable:
     """Voice and text features of every recording, reusing `cache` (an .npz) where it has them."""
-    from services.audio import load
-    from services.classifier_features import TextFeatures, VoiceFeatures
+    from core.audio import load
+    from core.classifier_features import TextFeatures, VoiceFeatures
 
     voice_fx, text_fx = VoiceFeatures(encoders), TextFeatures(encoders)
     load_audio = load_audio or (lambda p: load(p, 16000))

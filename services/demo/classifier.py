@@ -27,7 +27,7 @@ ModelSource = Any | Callable[[], Any]
 
 
 def _load(model_dir: Path) -> Any:
-    from services.classifier_model import ClassifierModel
+    from core.classifier_model import ClassifierModel
 
     return ClassifierModel(model_dir)
 

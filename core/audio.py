@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from services import config
+from core import config
 
 log = logging.getLogger("hark.audio")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from services import runtime
-from services.codec_tokens import Tokens
+from core import runtime
+from core.codec_tokens import Tokens
 from services.model_store import file_sha256
 
 log = logging.getLogger("hark.codec")
