@@ -14,7 +14,7 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.scoring import NoteArray
+from core.scoring import NoteArray
 
 NAME = "basic-pitch"
 

@@ -134,8 +134,8 @@ def add_arguments_bench(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from services.audio import load
-    from services.classifier_model import ClassifierModel
+    from core.audio import load
+    from core.classifier_model import ClassifierModel
     from training.data.manifest import read_manifest
 
     model = ClassifierModel(args.model_dir, threads=1)

@@ -1,5 +1,5 @@
 """`hark predict classifier --model DIR --manifest new.csv [--out DIR]`: a trained classifier on new
-participants, through the served code (services/classifier_model.py, the voice check included).
+participants, through the served code (core/classifier_model.py, the voice check included).
 
 Writes, in a folder of its own (default predictions/classifier/<UTC time>):
 - recordings.csv: per recording, the probabilities and the predicted class (refused ones with why);
@@ -47,7 +47,7 @@ def predict_recordings(model: Any, recordings: list[Any]) -> list[dict[str, Any]
     """One row per recording: probabilities, or the reason it was refused."""
     from tqdm import tqdm
 
-    from services import audio as audio_io
+    from core import audio as audio_io
 
     limits = audio_io.Limits.from_env()
     rows = []
@@ -125,7 +125,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], classes: list[str], keys:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from services.classifier_model import ClassifierModel
+    from core.classifier_model import ClassifierModel
     from training.data.manifest import ManifestError, read_manifest
 
     if not (args.model / "card.json").is_file():

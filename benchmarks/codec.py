@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks import codec_anchors, harness, report, speed
 from benchmarks.harness import Unavailable, display, reason
-from services import audio as audio_io
+from core import audio as audio_io
 
 log = logging.getLogger("hark.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def stoi(ref: np.ndarray, est: np.ndarray) -> float:
 
 
 def level_diff_db(ref: np.ndarray, est: np.ndarray) -> float:
-    """Active level of the output minus that of the input (services.audio.active_level_db)."""
+    """Active level of the output minus that of the input (core.audio.active_level_db)."""
     return (audio_io.active_level_db(audio_io.frame_powers(est, SAMPLE_RATE))
             - audio_io.active_level_db(audio_io.frame_powers(ref, SAMPLE_RATE)))
 
@@ -169,7 +169,7 @@ def _load_codec_model(model_dir: Path, threads: int | None) -> Any:
         raise Unavailable(f"no codec model in {display(model_dir)}: export one with `hark export codec` "
                           "(after `hark train codec`) or pass --model-dir DIR")
     try:
-        from services.codec_model import CodecModel
+        from core.codec_model import CodecModel
     except ModuleNotFoundError as exc:
         raise Unavailable(f"the hark codec cannot run in this checkout: module {exc.name} is missing") from exc
     # threads None: the model's own default; the speed bench pins 1.
@@ -413,7 +413,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
                     "mel_distance": f"mean |log(mel(|STFT|) + 1e-5)| difference; n_fft {N_FFT}, hop {HOP}, "
                                     f"{N_MELS} HTK mels (training.losses.mel_filterbank), periodic Hann, centred",
                     "si_sdr": "scale-invariant SDR in dB, zero-mean signals",
-                    "level_diff_db": "active level (services.audio.active_level_db: 20 ms frames within "
+                    "level_diff_db": "active level (core.audio.active_level_db: 20 ms frames within "
                                      "35 dB of the loudest) of the output minus that of the input; "
                                      "level_diff_db_max_abs is the worst clip's"},
         "kbps": "anchors: coded bytes (container included) * 8 over the audio seconds",

@@ -201,7 +201,7 @@ class TorchExtractor:
     def enroll(self, binaural: np.ndarray) -> np.ndarray:
         import torch
 
-        from services.extractor_enroll import enrollment_mels
+        from core.extractor_enroll import enrollment_mels
 
         with torch.inference_mode():
             windows = self.model.enroll(torch.from_numpy(enrollment_mels(binaural)))
@@ -264,7 +264,7 @@ def load_model(model_dir: Path | None, checkpoint: Path | None, threads: int | N
                           "`hark export extractor` (after `hark train extractor`), or pass --model-dir DIR "
                           "or --checkpoint PATH")
     try:
-        from services.extractor_model import ExtractorModel
+        from core.extractor_model import ExtractorModel
     except ModuleNotFoundError as exc:
         raise Unavailable(f"the hark extractor cannot run in this checkout: module {exc.name} is missing") from exc
     # threads None: the model's own default; the speed bench pins 1.

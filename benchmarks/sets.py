@@ -13,7 +13,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from benchmarks.scoring import NoteArray
+from core.scoring import NoteArray
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 _AUDIO_COMMENT = re.compile(r"^#\s*audio:\s*(\S+)", re.IGNORECASE)

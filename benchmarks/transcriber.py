@@ -21,7 +21,7 @@ import soundfile as sf
 
 from benchmarks import report, speed
 from benchmarks.basic_pitch_anchor import NAME as BP_NAME, BasicPitchAnchor
-from benchmarks.scoring import ONSET_TOLERANCE_S, FRAME_HOP_S, ClipScore, NoteArray, score_clip
+from core.scoring import ONSET_TOLERANCE_S, FRAME_HOP_S, ClipScore, NoteArray, score_clip
 from benchmarks.sets import AUDIO_EXTS, EvalSet, default_set_names, read_set, truncated_copy
 
 log = logging.getLogger("hark.bench")
@@ -35,7 +35,7 @@ POOLING_FIRST = "pooled counts: TP/FP/FN summed over the clips of a set; only th
 
 def _decode(path: Path, sample_rate: int):
     """Decode exactly as the HTTP API does, minus its upload limits (evaluation files may be long)."""
-    from services import audio
+    from core import audio
 
     limits = audio.Limits(max_seconds=1e9, max_bytes=1 << 40)
     return audio.load(Path(path), sample_rate, limits=limits)
@@ -49,7 +49,7 @@ class HarkSystem:
     """What ships: the service's decoding, the ONNX model, the service's numpy note decoding."""
 
     def __init__(self, model_dir: Path, threads: int | None, cpu_only: bool = False):
-        from services.transcriber_model import TranscriberModel
+        from core.transcriber_model import TranscriberModel
 
         # threads None: the service's own default (HARK_ORT_THREADS, else cores / workers).
         self.model = TranscriberModel(model_dir, threads=threads, provider="cpu" if cpu_only else None)
@@ -107,7 +107,7 @@ class HarkTorchSystem(HarkSystem):
 
 class HarkStreamSystem(HarkSystem):
     """The WebSocket path without the socket: the file fed in 100 ms chunks, as a recorder
-    would, through services.streaming. Records, per note, how much audio had arrived when its
+    would, through core.streaming. Records, per note, how much audio had arrived when its
     note_on left, after its onset (the latency a listener sees, minus compute time)."""
 
     CHUNK_S = 0.1
@@ -117,7 +117,7 @@ class HarkStreamSystem(HarkSystem):
         self.latencies: list[float] = []
 
     def transcribe(self, path: Path) -> NoteArray:
-        from services.streaming import stream_audio
+        from core.streaming import stream_audio
 
         audio = _decode(path, self.model.sample_rate)
         events, latencies = stream_audio(self.model, audio, self.model.decode_defaults(), self.CHUNK_S)
@@ -361,7 +361,7 @@ def run_bench(args: argparse.Namespace) -> int:
                    "served (HARK_ORT_THREADS, else cores / workers), basic-pitch and torch their own defaults",
         "cores": speed.cpu_count(),
         "systems": info,
-        "pipeline": {HARK: "decode file (services.audio) + ONNX model + note decoding",
+        "pipeline": {HARK: "decode file (core.audio) + ONNX model + note decoding",
                      HARK_TORCH: "same decoding and note decoding, torch eager model instead of ONNX",
                      HARK_STREAM: "the file in 100 ms chunks through the streaming transcriber "
                                   "(short windows every 70 ms, incremental note decoding), as the WebSocket runs it",

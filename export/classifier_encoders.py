@@ -7,7 +7,7 @@
   int64 [batch, tokens] -> `embedding` [batch, 384], mean pooling over the mask and L2
   normalisation inside the graph (what sentence-transformers does after the BERT body).
 - `tokenizer.json`: the model's WordPiece tokenizer for the `tokenizers` library, with its
-  fixed 128-token padding and truncation removed (services/classifier_features.py chunks at 256).
+  fixed 128-token padding and truncation removed (core/classifier_features.py chunks at 256).
 
 MiniLM is 90 MB in float32 and fp16 still 45 MB, over the 20 MB a shipped file may weigh, so its
 weights are stored quantized, weight-only: the word-embedding table in 4 bits (blocks of 16 with
@@ -131,7 +131,7 @@ def export_dvector(path: Path) -> dict[str, Any]:
         export_onnx(module, example, path, ["mels"], ["embedding"],
                     {"mels": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}})
     # Real-looking mel power: a synthetic voice through the service's own front end.
-    from services.classifier_features import partial_mels
+    from core.classifier_features import partial_mels
 
     mels = partial_mels(synthetic_voice(140.0, (700.0, 1200.0, 2600.0), 4.0, seed=1)).astype(np.float32)
     max_abs = parity(module, path, {"mels": mels}, ["embedding"])["embedding"]
@@ -149,7 +149,7 @@ def dvector_fidelity(model_dir: Path) -> dict[str, Any]:
     speech numbers are in the report that came with this module."""
     from resemblyzer import VoiceEncoder, normalize_volume, preprocess_wav
 
-    from services.classifier_features import TARGET_DBFS, VoiceFeatures
+    from core.classifier_features import TARGET_DBFS, VoiceFeatures
 
     encoder = VoiceEncoder("cpu", verbose=False)
     voice = VoiceFeatures(model_dir, threads=1)

@@ -28,7 +28,7 @@ from export import onnx_export
 from export.destination import destination
 from export.onnx_export import export_onnx, git_commit, store_half, write_card
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep
-from services.extractor_enroll import enrollment_mels
+from core.extractor_enroll import enrollment_mels
 
 PARITY_LIMIT = 1e-4
 FILES = {"enroll": "enroll.onnx", "extract": "extract.onnx", "extract_step": "extract_step.onnx"}

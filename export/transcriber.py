@@ -28,8 +28,8 @@ from services.model_store import file_sha256
 
 if TYPE_CHECKING:
     from training.data.augment import Augmenter
-    from benchmarks.scoring import ClipScore
-    from services.transcriber_model import TranscriberModel
+    from core.scoring import ClipScore
+    from core.transcriber_model import TranscriberModel
 
 OUTPUTS = ("onset", "note", "contour")
 PARITY_LIMIT = 1e-4
@@ -78,7 +78,7 @@ def parity_report(model: Transcriber, onnx_path: Path, real_audio: np.ndarray | 
 def stream_latency(model: "TranscriberModel", clips: list[np.ndarray], params: dict, chunk_s: float = 0.1) -> float:
     """Worst delay, in seconds of audio, between a note's start and its note_on when the clips
     are streamed in `chunk_s` chunks with these decoder settings."""
-    from services.streaming import stream_audio
+    from core.streaming import stream_audio
 
     settings = {**model.decode_defaults(), **params}
     return max((lat for audio in clips for lat in stream_audio(model, audio, settings, chunk_s, flush=False)[1]),
@@ -90,7 +90,7 @@ _SEARCH: dict = {}
 
 
 def _score_one(job: tuple[int, dict]) -> ClipScore:
-    from benchmarks.scoring import NoteArray, score_clip
+    from core.scoring import NoteArray, score_clip
 
     i, params = job
     est = _SEARCH["model"].decode(_SEARCH["grams"][i], include_pitch_bends=False, **params)
@@ -123,8 +123,8 @@ def choose_decoding(model_dir: Path, clips: list, rounds: int = 3, stream_clips:
     gap is bridged, say) would break the stream's latency bound, so a candidate is accepted only
     if streaming the first `stream_clips` clips keeps every note_on within MAX_LATENCY_S.
     Clips are scored in `workers` processes (default: one per core)."""
-    from benchmarks.scoring import ClipScore, NoteArray
-    from services.transcriber_model import TranscriberModel
+    from core.scoring import ClipScore, NoteArray
+    from core.transcriber_model import TranscriberModel
 
     shipped = TranscriberModel(model_dir)
     augmenter = field_augmenter(augment) if augment is not None else None

@@ -162,7 +162,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         "target", nargs="?", default="all", choices=["all", *families], metavar="FAMILY|all",
         help="what to serve (default: all)",
     )
-    # Same variables as services/config.py, so `hark serve` and `bentoml serve` agree.
+    # Same variables as core/config.py, so `hark serve` and `bentoml serve` agree.
     host = os.environ.get("HARK_HOST", "127.0.0.1")
     port = os.environ.get("HARK_PORT", "3000")
     parser.add_argument("--host", default=host, help=f"address to bind (default: $HARK_HOST or {host})")

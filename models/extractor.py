@@ -17,7 +17,7 @@ bin, applied to the uncompressed spectra: the output keeps each ear's own phase 
 differences, so the target stays where it was.
 
 Enrollment encoder. resemblyzer's d-vector network (3-layer LSTM over 40 mel bands, 1.6 s windows)
-with 40 more input bands (the side signal, see `services.extractor_enroll`) whose weights start
+with 40 more input bands (the side signal, see `core.extractor_enroll`) whose weights start
 at zero, so it starts as the teacher and learns to ignore what is not in front of the head.
 """
 from __future__ import annotations

@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from services import auth, config, memory, metrics
+from core import config
+from services import auth, memory, metrics
 from services.upload import drain
 
 log = logging.getLogger("hark.access")

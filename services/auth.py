@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services import config
+from core import config
 
 Headers = Mapping[bytes, bytes]  # lower-case names, as ASGI gives them
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bentoml
 
-from services import config
+from core import config
 from services.classifier_api import FAMILY, ClassifierAPI
 from services.serving import finish
 

@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 import bentoml
 from pydantic import BaseModel, Field
 
-from services import audio as audio_io
+from core import audio as audio_io
 from services import metrics, model_store
-from services.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
+from core.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
 from services.serving import Family
 from services.upload import AudioUpload, reject
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bentoml
 
-from services import config
+from core import config
 from services.codec_api import FAMILY, CodecAPI
 from services.serving import finish
 

@@ -17,10 +17,11 @@ import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
 
-from services import audio as audio_io
-from services import codec_tokens, config, metrics, model_store
-from services.audio import wav_bytes
-from services.codec_model import CodecModel
+from core import audio as audio_io
+from core import codec_tokens, config
+from services import metrics, model_store
+from core.audio import wav_bytes
+from core.codec_model import CodecModel
 from services.codec_stream import codec_stream
 from services.serving import Family
 from services.upload import AudioUpload, reject

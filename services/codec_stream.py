@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import audio, codec_tokens, config, metrics
-from services.codec_model import CodecModel, DecoderStream, EncoderStream, apply_gain, correction_db
+from core import audio, codec_tokens, config
+from services import metrics
+from core.codec_model import CodecModel, DecoderStream, EncoderStream, apply_gain, correction_db
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "codec"

@@ -21,13 +21,14 @@ import numpy as np
 from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
-from services import audio as audio_io
-from services import config, metrics, model_store
-from services.audio import wav_bytes
+from core import audio as audio_io
+from core import config
+from services import metrics, model_store
+from core.audio import wav_bytes
 from services.codec_api import _stem
-from services.extractor_enrollment import (ENROLL_MAX_SECONDS, ENROLL_MIN_SECONDS, check_enrollment,
+from core.extractor_enrollment import (ENROLL_MAX_SECONDS, ENROLL_MIN_SECONDS, check_enrollment,
                                            enrollment_limits)
-from services.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
+from core.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
 from services.extractor_store import EnrollmentMissing, EnrollmentStore
 from services.extractor_stream import extractor_stream
 from services.serving import Family

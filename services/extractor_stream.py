@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import config, metrics, stream_io
-from services.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
+from core import config
+from services import metrics, stream_io
+from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "extractor"
@@ -42,7 +43,7 @@ class ExtractorSession:
 
     def __init__(self, model: Any, start: dict[str, Any]):
         from services.extractor_api import enrollment_store
-        from services.extractor_enrollment import check_embedding
+        from core.extractor_enrollment import check_embedding
         from services.extractor_store import EnrollmentMissing
 
         unknown = sorted(set(start) - START_KEYS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bentoml
 
-from services import config
+from core import config
 from services.classifier_api import FAMILY as CLASSIFIER
 from services.classifier_api import ClassifierAPI
 from services.codec_api import FAMILY as CODEC

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pretty_midi
 
-from services.notes import NoteLike
+from core.notes import NoteLike
 
 # Receivers assume +-2 semitones unless told otherwise (RPN 0), so we stay inside that range.
 BEND_RANGE_SEMITONES = 2.0

@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services import config, metrics_setup
+from core import config
+from services import metrics_setup
 from services.access import AccessGuard
 from services.upload import RequestGuard, RouteSpec
 

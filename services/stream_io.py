@@ -65,7 +65,7 @@ async def receive(websocket: Any, what: str = "message") -> MutableMapping[str, 
     does not hold its slot for ever."""
     import asyncio
 
-    from services import config
+    from core import config
 
     idle = config.ws_idle_s()
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bentoml
 
-from services import config
+from core import config
 from services.serving import finish
 from services.transcriber_api import FAMILY, TranscriberAPI
 

@@ -17,14 +17,14 @@ import numpy as np
 from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
-from services import audio as audio_io
+from core import audio as audio_io
 from services import metrics, model_store
 from services.midi import notes_to_midi
-from services.notes import Note, note_to_dict
+from core.notes import Note, note_to_dict
 from services.serving import Family
-from services.transcriber_model import TranscriberModel
-from services.transcriber_params import PARAM_HELP as _PARAM_HELP
-from services.transcriber_params import FreqHz, NoteMs, Probability, TranscribeParams, request_params
+from core.transcriber_model import TranscriberModel
+from core.transcriber_params import PARAM_HELP as _PARAM_HELP
+from core.transcriber_params import FreqHz, NoteMs, Probability, TranscribeParams, request_params
 from services.transcriber_stream import transcribe_stream
 from services.upload import AudioUpload, reject
 

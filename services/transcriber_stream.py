@@ -23,16 +23,17 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from services import audio, config, metrics
+from core import audio, config
+from services import metrics
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
-from services.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
+from core.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
 
 NAME = "transcriber"
 _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")
 
 
 def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
-    from services.transcriber_params import request_params  # the HTTP API's bounds, once
+    from core.transcriber_params import request_params  # the HTTP API's bounds, once
 
     unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
     if unknown:

@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic_core import core_schema
 
-from services import config, metrics
+from core import config
+from services import metrics
 
 log = logging.getLogger("hark.upload")
 

@@ -1,4 +1,4 @@
-"""Decoding and validation of uploaded audio (services/audio.py)."""
+"""Decoding and validation of uploaded audio (core/audio.py)."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from conftest import SR, tone, wav_bytes
 
-from services import audio
+from core import audio
 
 LIMITS = audio.Limits(max_seconds=30, max_bytes=2_000_000)
 
@@ -123,7 +123,7 @@ def test_sniffing():
 
 
 def test_active_level_ignores_pauses_and_meters_streams_as_whole() -> None:
-    from services.audio import LevelMeter, active_level_db, frame_powers
+    from core.audio import LevelMeter, active_level_db, frame_powers
 
     rng = np.random.default_rng(3)
     speech = rng.standard_normal(16000) * 0.1  # -20 dBFS

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks import report, speed, transcriber
-from benchmarks.scoring import NoteArray
+from core.scoring import NoteArray
 from benchmarks.sets import default_set_names, read_notes_csv, read_set, truncated_copy
 
 HEADER = "onset_s,offset_s,midi_pitch\n"

@@ -24,7 +24,7 @@ pytest.importorskip("opensmile")
 pytest.importorskip("tokenizers")
 
 from export.classifier_encoders import export_encoders, synthetic_voice
-from services.classifier_features import (
+from core.classifier_features import (
     LEXICAL_NAMES,
     TextFeatures,
     VoiceFeatures,
@@ -219,7 +219,7 @@ def test_serving_features_need_no_torch_or_librosa(encoders):
         "import sys\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from services.classifier_features import TextFeatures, VoiceFeatures\n"
+        "from core.classifier_features import TextFeatures, VoiceFeatures\n"
         f"d = Path({str(encoders[0])!r})\n"
         "VoiceFeatures(d, threads=1)(np.zeros(16000, np.float32))\n"
         "TextFeatures(d, threads=1)('hello there')\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from speechlike import SR, speech_like
+from benchmarks.speechlike import SR, speech_like
 
 from hark import REPO_ROOT, cli
 from training.classifier import ClassifierRecipe, plan_modalities, train

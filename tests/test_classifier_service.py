@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO, Server, wav_bytes
 
-from services.classifier_model import ClassifierModel
+from core.classifier_model import ClassifierModel
 
 SHIPPED = REPO / "artifacts" / "classifier"
 

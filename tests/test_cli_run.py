@@ -12,11 +12,11 @@ import mido
 import numpy as np
 import pytest
 import soundfile as sf
-from speechlike import SR, speech_like
+from benchmarks.speechlike import SR, speech_like
 
 from hark import REPO_ROOT, cli
 from hark.run import common
-from services import codec_tokens
+from core import codec_tokens
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

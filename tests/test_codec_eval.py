@@ -1,7 +1,7 @@
 """`hark eval codec` / `hark bench codec`: the metrics, the held-out selection, the results file.
 
 No trained codec is needed: stand-in systems (a moving-average lowpass, a mu-law quantizer) take
-the hark codec's place, and a stand-in services.codec_model checks how the harness drives the
+the hark codec's place, and a stand-in core.codec_model checks how the harness drives the
 real one. The ffmpeg anchors run where ffmpeg has libopus and libcodec2 and are otherwise
 expected to be recorded as skipped.
 """
@@ -255,7 +255,7 @@ def test_no_heldout_speakers_is_a_clear_error(tmp_path: Path) -> None:
 
 
 class FakeCodecModel:
-    """What services.codec_model.CodecModel is expected to offer."""
+    """What core.codec_model.CodecModel is expected to offer."""
 
     instances: ClassVar[list[FakeCodecModel]] = []
 
@@ -277,7 +277,7 @@ class FakeCodecModel:
 
 
 def test_hark_systems_use_codec_model_at_both_bitrates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "services.codec_model", types.SimpleNamespace(CodecModel=FakeCodecModel))
+    monkeypatch.setitem(sys.modules, "core.codec_model", types.SimpleNamespace(CodecModel=FakeCodecModel))
     FakeCodecModel.instances.clear()
     systems, skipped, info = codec.build_systems(["hark-1kbps", "hark-2kbps"], tmp_path)
     assert not skipped and info["hark-2kbps"]["kbps"] == 2.0

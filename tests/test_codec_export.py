@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import CODEC_HOP
 
-from services.codec_model import CodecModel, DecoderStream, EncoderStream
-from services.codec_tokens import Tokens
+from core.codec_model import CodecModel, DecoderStream, EncoderStream
+from core.codec_tokens import Tokens
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_streams_equal_offline(codec: CodecModel, kbps: float) -> None:
 
 @pytest.mark.parametrize("level_db", [-40.0, -25.0, -12.0])
 def test_output_keeps_the_input_level(codec: CodecModel, level_db: float) -> None:
-    from services.audio import active_level_db, frame_powers
+    from core.audio import active_level_db, frame_powers
 
     t = np.arange(int(1.3 * 16000)) / 16000
     x = noise(1.3) * np.maximum(0.0, np.sin(2 * np.pi * 1.5 * t)) ** 2  # bursts and pauses, as speech

@@ -12,7 +12,7 @@ from conftest import CODEC_HOP, CODEC_SR, MAX_AUDIO_SECONDS, MAX_UPLOAD_MB, Serv
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from services import codec_tokens
+from core import codec_tokens
 
 
 def speech_like(seconds: float = 1.3, sr: int = CODEC_SR) -> np.ndarray:

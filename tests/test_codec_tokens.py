@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from services.codec_tokens import (HEADER_BYTES, TokenFileError, Tokens, dumps, loads, pack_bits, read_header,
+from core.codec_tokens import (HEADER_BYTES, TokenFileError, Tokens, dumps, loads, pack_bits, read_header,
                                    too_long, unpack_bits)
 
 

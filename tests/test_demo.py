@@ -174,7 +174,7 @@ def test_transcribe_handler_reports_bad_input_as_gradio_error(tmp_path):
 
 
 def test_live_microphone_streams_notes_and_gives_a_midi_at_the_end(stand_in_model_dir):
-    from services.transcriber_model import TranscriberModel
+    from core.transcriber_model import TranscriberModel
 
     model = TranscriberModel(stand_in_model_dir, threads=1)
     sr = 44100  # what a browser records at; the session resamples

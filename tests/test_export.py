@@ -7,7 +7,7 @@ import torch
 
 from export.transcriber import DECODE_GRID, PARITY_LIMIT, export, field_augmenter, field_copy
 from models.transcriber import Transcriber, TranscriberConfig
-from services.transcriber_model import TranscriberModel
+from core.transcriber_model import TranscriberModel
 from synth_data import render_notes, write_set
 
 

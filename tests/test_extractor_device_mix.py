@@ -8,7 +8,7 @@ from test_extractor_data import _ramp_voices, _toy_head
 from torch.utils.data import default_collate
 
 from models.extractor import Extractor, ExtractorConfig
-from services.extractor_enroll import enrollment_mels
+from core.extractor_enroll import enrollment_mels
 from training.data.rooms import render_bank
 from training.data.scenes import SceneConfig, SceneRenderer
 from training.data.spatialise import SIDES, mix_side, pack

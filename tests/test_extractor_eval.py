@@ -131,7 +131,7 @@ class FakeStream:
 
 
 class FakeExtractorModel:
-    """What services.extractor_model.ExtractorModel is expected to offer, extracting nothing."""
+    """What core.extractor_model.ExtractorModel is expected to offer, extracting nothing."""
 
     instances: ClassVar[list[FakeExtractorModel]] = []
 
@@ -155,7 +155,7 @@ class FakeExtractorModel:
 
 @pytest.fixture()
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> type[FakeExtractorModel]:
-    monkeypatch.setitem(sys.modules, "services.extractor_model",
+    monkeypatch.setitem(sys.modules, "core.extractor_model",
                         types.SimpleNamespace(ExtractorModel=FakeExtractorModel))
     FakeExtractorModel.instances.clear()
     return FakeExtractorModel

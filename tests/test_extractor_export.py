@@ -13,7 +13,7 @@ import torch
 from extractor_stand_in import binaural_voice, build_stand_in_extractor
 
 import export.extractor as extractor_export
-from services.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, ExtractorModel
+from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, ExtractorModel
 from services.model_store import file_sha256
 
 

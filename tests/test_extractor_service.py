@@ -298,7 +298,7 @@ def test_served_without_artifacts_answers_503(monkeypatch: pytest.MonkeyPatch) -
 
 def test_demo_tab_extracts(stand_in_extractor_dir, clips: dict, tmp_path) -> None:
     from services.demo import extractor as tab
-    from services.extractor_model import ExtractorModel
+    from core.extractor_model import ExtractorModel
 
     model = ExtractorModel(stand_in_extractor_dir, threads=1)
     enrollment, mixture = tmp_path / "enrollment.wav", tmp_path / "mixture.wav"

@@ -14,7 +14,7 @@ from conftest import Server, tone, wav_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services import audio, codec_tokens
+from core import audio, codec_tokens
 from training.data.manifest import ManifestError, read_manifest
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from services import notes as N
+from core import notes as N
 from services.midi import notes_to_midi
 
 FR = 22050 / 256

@@ -10,7 +10,7 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from services.transcriber_model import TranscriberModel
+from core.transcriber_model import TranscriberModel
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")  # held out from training

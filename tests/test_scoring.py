@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.scoring import (
+from core.scoring import (
     ClipScore,
     Counts,
     NoteArray,

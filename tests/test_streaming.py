@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.streaming import StreamingTranscriber
-from services.transcriber_model import TranscriberModel
+from core.streaming import StreamingTranscriber
+from core.transcriber_model import TranscriberModel
 from synth_data import random_notes, render_notes
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from speechlike import SR, speech_like
+from benchmarks.speechlike import SR, speech_like
 
-from services import audio as audio_io
-from services.voice import find_voice
+from core import audio as audio_io
+from core.voice import find_voice
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "artifacts" / "extractor" / "examples").glob("*/*.wav"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import HOP, SR, WINDOW, tone
 
-from services import windows
-from services.transcriber_model import TranscriberModel
+from core import windows
+from core.transcriber_model import TranscriberModel
 
 FRAMES = WINDOW // HOP  # 172
 MARGIN = 30

@@ -5,7 +5,7 @@
 0. What the manifest holds decides what is trained: voice (rows with audio), text (rows with a
    transcript) or both; a modality whose rows cannot give every class two participants is
    skipped, and the run says so before any feature is computed.
-1. Features per recording (services/classifier_features.py, the code that serves): voice =
+1. Features per recording (core/classifier_features.py, the code that serves): voice =
    eGeMAPSv02 functionals + a d-vector; text = MiniLM sentence embedding + lexical statistics.
    They are cached in RUN_DIR, keyed by the file and the transcript.
 2. Per modality, nested cross-validation grouped by participant (training/grouped_cv.py) picks a
@@ -54,7 +54,7 @@ def feature_subsets(modality: str, dims: int) -> dict[str, list[int] | None]:
     """Column subsets a candidate may use. With tens of participants, hundreds of embedding
     dimensions can drown the few hand-made features that carry the effect; the inner folds
     decide per task and data whether the embedding earns its place."""
-    from services.classifier_features import EGEMAPS_DIMS, LEXICAL_NAMES
+    from core.classifier_features import EGEMAPS_DIMS, LEXICAL_NAMES
 
     if modality == "voice":
         return {"egemaps+dvector": None, "egemaps": list(range(EGEMAPS_DIMS))}
@@ -147,8 +147,8 @@ def compute_features(recordings: list["Recording"], encoders: Path, cache: Path 
                      load_audio: Callable[[Path], np.ndarray] | None = None,
                      modalities: tuple[str, ...] | list[str] = MODALITIES) -> FeatureTable:
     """Features of `modalities` for every recording that has them, reusing `cache` (an .npz)."""
-    from services.audio import load
-    from services.classifier_features import TextFeatures, VoiceFeatures
+    from core.audio import load
+    from core.classifier_features import TextFeatures, VoiceFeatures
 
     voice_fx = VoiceFeatures(encoders) if "voice" in modalities else None
     text_fx = TextFeatures(encoders) if "text" in modalities else None

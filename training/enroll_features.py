@@ -1,4 +1,4 @@
-"""`services.extractor_enroll.enrollment_mels` in torch, for enrollments mixed on the training
+"""`core.extractor_enroll.enrollment_mels` in torch, for enrollments mixed on the training
 device (`scenes.mix_on_device`); services never import torch, so the twin lives here, and
 tests/test_extractor_device_mix.py holds the two to the same numbers."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from services.classifier_features import MEL_HOP, MEL_WINDOW, PARTIAL_FRAMES, TARGET_DBFS, mel_filterbank
+from core.classifier_features import MEL_HOP, MEL_WINDOW, PARTIAL_FRAMES, TARGET_DBFS, mel_filterbank
 
 
 @lru_cache(maxsize=8)

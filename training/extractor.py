@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from torch.utils.data import Dataset
 
 from models.extractor import Extractor, ExtractorConfig
-from services.extractor_enroll import enrollment_mels
+from core.extractor_enroll import enrollment_mels
 from training.data.rooms import RoomBank
 from training.data.scenes import DEFAULT_NOISE_DIR, SceneConfig, SceneRenderer, Voices, load_noises
 from training.data.spatialise import SIDES, mix_side, pack

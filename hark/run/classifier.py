@@ -46,8 +46,8 @@ def predictions_csv(rows: list[dict[str, Any]], classes: list[str]) -> str:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from services import audio as audio_io
-    from services.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
+    from core import audio as audio_io
+    from core.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
 
     paths = common.expand_inputs(args.inputs)
     model = common.load_model(ClassifierModel, args.model, "classifier")

@@ -40,7 +40,7 @@ def add_arguments_reconstruct(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from services.codec_model import CodecModel
+    from core.codec_model import CodecModel
 
     model = common.load_model(CodecModel, args.model, "codec")
     kbps = getattr(args, "bitrate", None)
@@ -54,7 +54,7 @@ def _model(args: argparse.Namespace) -> Any:
 
 def _speech_inputs(args: argparse.Namespace) -> tuple[list[Path], Any, float, Callable[[Path], np.ndarray]]:
     """(input files, the model, the bitrate, a loader that refuses files as the server does)."""
-    from services import audio as audio_io
+    from core import audio as audio_io
 
     paths = common.expand_inputs(args.inputs)
     model = _model(args)
@@ -64,7 +64,7 @@ def _speech_inputs(args: argparse.Namespace) -> tuple[list[Path], Any, float, Ca
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from services import codec_tokens
+    from core import codec_tokens
 
     paths, model, kbps, load = _speech_inputs(args)
 
@@ -84,8 +84,8 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from services import codec_tokens, config
-    from services.audio import wav_bytes
+    from core import codec_tokens, config
+    from core.audio import wav_bytes
 
     paths = common.expand_inputs(args.inputs, suffixes=(".hark",))
     model = _model(args)
@@ -111,7 +111,7 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from services.audio import wav_bytes
+    from core.audio import wav_bytes
 
     paths, model, kbps, load = _speech_inputs(args)
 

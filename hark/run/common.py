@@ -3,7 +3,7 @@ the input files, loading the model, the per-file loop with its progress bar, wri
 and one exit code per kind of failure.
 
 The commands run the services' own model classes and audio validation (services/*_model.py,
-services/audio.py): a file refused here is refused by the server with the same words.
+core/audio.py): a file refused here is refused by the server with the same words.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def for_each(paths: Sequence[Path], handle: Callable[[Path], Sequence[Path]], wh
     why it failed, and return the exit code: OK, or the highest code of the failures."""
     from tqdm import tqdm
 
-    from services.audio import AudioError
+    from core.audio import AudioError
 
     code = OK
     failures = 0

@@ -29,9 +29,9 @@ def add_arguments_extract(parser: argparse.ArgumentParser) -> None:
 
 def _enroll(model: Any, path: Path) -> tuple[np.ndarray, float]:
     """(embedding, seconds) of an enrollment clip, refused as /enroll refuses it."""
-    from services import audio as audio_io
-    from services.extractor_enrollment import check_enrollment, enrollment_limits
-    from services.extractor_model import SAMPLE_RATE
+    from core import audio as audio_io
+    from core.extractor_enrollment import check_enrollment, enrollment_limits
+    from core.extractor_model import SAMPLE_RATE
 
     limits = enrollment_limits()
     x = audio_io.load(path, SAMPLE_RATE, limits=limits)
@@ -40,7 +40,7 @@ def _enroll(model: Any, path: Path) -> tuple[np.ndarray, float]:
 
 
 def run_enroll(args: argparse.Namespace) -> int:
-    from services.extractor_model import ExtractorModel
+    from core.extractor_model import ExtractorModel
 
     paths = common.expand_inputs(args.inputs)
     model = common.load_model(ExtractorModel, args.model, "extractor")
@@ -56,12 +56,12 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 
 def _given_embedding(model: Any, path: Path) -> np.ndarray:
-    from services.audio import AudioError
+    from core.audio import AudioError
 
     if not path.is_file():
         raise common.CommandError(common.NO_INPUT, f"--enrollment {path}: no such file")
     if path.suffix.lower() == ".json":
-        from services.extractor_enrollment import check_embedding
+        from core.extractor_enrollment import check_embedding
 
         try:
             return check_embedding(json.loads(path.read_text()).get("embedding"))
@@ -75,9 +75,9 @@ def _given_embedding(model: Any, path: Path) -> np.ndarray:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from services import audio as audio_io
-    from services.audio import wav_bytes
-    from services.extractor_model import SAMPLE_RATE, ExtractorModel
+    from core import audio as audio_io
+    from core.audio import wav_bytes
+    from core.extractor_model import SAMPLE_RATE, ExtractorModel
 
     paths = common.expand_inputs(args.inputs)
     model = common.load_model(ExtractorModel, args.model, "extractor")

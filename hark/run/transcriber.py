@@ -28,11 +28,11 @@ def add_arguments_transcribe(parser: argparse.ArgumentParser) -> None:
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
-    from services import audio as audio_io
+    from core import audio as audio_io
     from services.midi import notes_to_midi
-    from services.notes import note_to_dict, notes_to_csv
-    from services.transcriber_model import TranscriberModel
-    from services.transcriber_params import request_params
+    from core.notes import note_to_dict, notes_to_csv
+    from core.transcriber_model import TranscriberModel
+    from core.transcriber_params import request_params
 
     paths = common.expand_inputs(args.inputs)
     model = common.load_model(TranscriberModel, args.model, "transcriber")

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from services.demo.common import ShippedModel, load_audio, resolve_model
-from services.voice import find_voice
+from core.voice import find_voice
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ ModelSource = Any | Callable[[], Any]
 
 
 def _load(model_dir: Path) -> Any:
-    from services.classifier_model import ClassifierModel
+    from core.classifier_model import ClassifierModel
 
     return ClassifierModel(model_dir)
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 
-from services import codec_tokens
+from core import codec_tokens
 from services.demo.common import ShippedModel, load_audio, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
 
@@ -24,7 +24,7 @@ ModelSource = Any | Callable[[], Any]
 
 
 def _load(model_dir: Path) -> Any:
-    from services.codec_model import CodecModel
+    from core.codec_model import CodecModel
 
     return CodecModel(model_dir)
 

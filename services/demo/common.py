@@ -12,7 +12,7 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 
-from services import audio
+from core import audio
 
 log = logging.getLogger(__name__)
 

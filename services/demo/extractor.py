@@ -16,10 +16,10 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
-from services import audio
+from core import audio
 from services.demo.common import ShippedModel, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
-from services.voice import find_voice
+from core.voice import find_voice
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ ModelSource = Any | Callable[[], Any]
 
 
 def _load(model_dir: Path) -> Any:
-    from services.extractor_model import ExtractorModel
+    from core.extractor_model import ExtractorModel
 
     return ExtractorModel(model_dir)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from services.audio import ChunkResampler
-from services.notes import Note
-from services.streaming import StreamingTranscriber
+from core.audio import ChunkResampler
+from core.notes import Note
+from core.streaming import StreamingTranscriber
 
 SHOWN_SECONDS = 10.0  # the live piano roll shows the last few seconds
 MAX_SECONDS = 600.0

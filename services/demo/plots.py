@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from services.demo.synth import midi_to_hz
-from services.notes import NoteLike
+from core.notes import NoteLike
 
 PIANO_LOW, PIANO_HIGH = 21, 108
 N_FFT = 2048  # 93 ms: resolves semitones down to about C3 at 22.05 kHz without smearing onsets

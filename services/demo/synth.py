@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from services.notes import NoteLike
+from core.notes import NoteLike
 
 # Harmonic amplitudes fall as 1/k**ROLLOFF: a soft, organ-like timbre in which the fundamental
 # clearly dominates, so the rendering's pitch is unambiguous to the ear.

@@ -13,7 +13,7 @@ import numpy as np
 from services import midi
 from services.demo import live, plots, synth
 from services.demo.common import load_audio, scratch_dir, to_int16
-from services.notes import NoteLike
+from core.notes import NoteLike
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _ShippedModel:
         with self._lock:
             if self.model is None:
                 from services.model_store import resolve
-                from services.transcriber_model import TranscriberModel
+                from core.transcriber_model import TranscriberModel
 
                 self.model = TranscriberModel(resolve(FAMILY))
             return self.model

@@ -49,7 +49,7 @@ Calibration (60 participants x 4 recordings, seeds 0-2, participant-level macro 
 cross-validation grouped by participant, logistic regression, C=0.1): six eGeMAPS functionals
 that carry the voice effects (F0 range and spread, loudness peaks and voiced segments per second,
 unvoiced segment lengths) separate the classes at 0.82-0.92, the lexical statistics of
-services/classifier_features.py at 0.74-0.80, and averaging the 88 eGeMAPS-only and the
+core/classifier_features.py at 0.74-0.80, and averaging the 88 eGeMAPS-only and the
 lexical-only probabilities beats each of them on every seed (0.79, 0.82, 0.93). With all features (88 eGeMAPS + 256 d-vector dims; 384 MiniLM + lexical
 dims) voice came out at 0.61-0.68 and text at 0.67-0.73: the nuisance dimensions dilute the
 effects, and how much fusion adds then depends on how well each model's probabilities are

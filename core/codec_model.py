@@ -7,7 +7,7 @@ card's null code, which decodes to nothing.
 
 Level: the decoder alone comes out quieter than its input (by 1-3 dB at 2 kbps on held-out
 speakers, more at 1 kbps, varying by voice). The encoder therefore decodes its own codes, measures
-the active level of both (services.audio.active_level_db), and the token file carries the
+the active level of both (core.audio.active_level_db), and the token file carries the
 difference (`gain_db`), which every decode applies: analysis by synthesis, 16 bits per file.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from services import audio as audio_io
-from services import runtime
-from services.codec_tokens import MAX_GAIN_DB, Tokens
+from core import audio as audio_io
+from core import runtime
+from core.codec_tokens import MAX_GAIN_DB, Tokens
 from services.model_store import file_sha256
 
 log = logging.getLogger("hark.codec")

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from services import runtime
-from services.extractor_enroll import enrollment_mels
+from core import runtime
+from core.extractor_enroll import enrollment_mels
 from services.model_store import file_sha256
 
 log = logging.getLogger("hark.extractor")

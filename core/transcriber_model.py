@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from services import config, runtime, windows
+from core import config, runtime, windows
 from services.model_store import file_sha256
-from services.notes import Note, decode_notes
+from core.notes import Note, decode_notes
 
 log = logging.getLogger("hark.transcriber")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from services import audio as audio_io
-from services.extractor_model import EMBED_DIM
+from core import audio as audio_io
+from core.extractor_model import EMBED_DIM
 
 ENROLL_MIN_SECONDS = 1.0  # the encoder averages 1.6 s windows: less than a second says little about a voice
 ENROLL_MAX_SECONDS = 10.0  # the reference system enrolls from < 5 s; more only costs time

@@ -1,7 +1,7 @@
 """The enrollment front end, numpy only: binaural clip -> mel frames of its mid and side signals.
 
 The enrollment encoder starts as resemblyzer's d-vector network, whose input is 40 mel-power bands
-(see `services.classifier_features`). It gets the same bands twice: of the mid signal (L+R)/2,
+(see `core.classifier_features`). It gets the same bands twice: of the mid signal (L+R)/2,
 which adds up a talker in front of the head in phase, and of the side signal (L-R)/2, where that
 talker nearly cancels and the off-axis interferers and noise remain. The side bands tell the
 encoder what to ignore. Training computes its inputs with this same function.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.classifier_features import MEL_HOP, PARTIAL_FRAMES, TARGET_DBFS, mel_power, partial_starts
+from core.classifier_features import MEL_HOP, PARTIAL_FRAMES, TARGET_DBFS, mel_power, partial_starts
 
 ENROLL_FEATURES = 80  # 40 mid bands, then 40 side bands
 

@@ -1,5 +1,5 @@
-"""A synthetic talker for tests: syllables of a harmonic voice whose pitch glides, with pauses,
-so that `services.voice.find_voice` hears a voice (a steady tone or a slow vibrato it would not)."""
+"""A synthetic talker for tests and benchmarks: syllables of a harmonic voice whose pitch glides, with pauses,
+so that `core.voice.find_voice` hears a voice (a steady tone or a slow vibrato it would not)."""
 from __future__ import annotations
 
 import numpy as np

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from services.notes import Note, decode_notes, note_to_dict
+from core.notes import Note, decode_notes, note_to_dict
 
 LOOKAHEAD_FRAMES = 22  # ~0.26 s at 86 frames/s: with settle and step, note_on stays under 0.5 s
 STEP_FRAMES = 4  # ~0.05 s: the fewest new frames worth a model run

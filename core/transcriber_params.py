@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from services.transcriber_model import TranscriberModel
+from core.transcriber_model import TranscriberModel
 
 # Bounds live here once and serve both the request fields (OpenAPI, early 400s) and the merged
 # parameters after the card's defaults are applied.

@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from services import config
-from services.voice import MIN_SPEECH_S, VoiceFindings, find_voice
+from core import config
+from core.voice import MIN_SPEECH_S, VoiceFindings, find_voice
 
 log = logging.getLogger("hark.audio")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from services import runtime
-from services.classifier_features import TextFeatures, VoiceFeatures
+from core import runtime
+from core.classifier_features import TextFeatures, VoiceFeatures
 from services.model_store import file_sha256
 
 log = logging.getLogger("hark.classifier")

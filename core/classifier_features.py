@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services import runtime
+from core import runtime
 
 SAMPLE_RATE = 16000
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from services import config
+from core import config
 
 log = logging.getLogger("hark.runtime")
 
