@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from export.onnx_export import git_commit, write_card
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 PARITY_LIMIT = 1e-4
 ENCODER_FILES = ("dvector.onnx", "minilm.onnx", "tokenizer.json")
@@ -97,7 +97,7 @@ def export(run_dir: Path, out: Path, register: bool = True) -> dict[str, Any]:
     }
     write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

@@ -137,7 +137,7 @@ def export(checkpoint: Path, out: Path, parity_audio: np.ndarray | None = None, 
     }
     write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

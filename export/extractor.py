@@ -189,7 +189,7 @@ def export(checkpoint: Path, out: Path, mixture: np.ndarray | None = None, enrol
     write_card(out, card)
     _write_examples(out / "examples")
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

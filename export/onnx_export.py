@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 Module = TypeVar("Module", bound=torch.nn.Module)
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from export.onnx_export import export_onnx, git_commit, parity, training_card, write_card
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 if TYPE_CHECKING:
     from training.data.augment import Augmenter
@@ -255,7 +255,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
         card["decode_selection"] = chosen
         write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

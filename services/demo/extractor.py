@@ -37,7 +37,7 @@ def _load(model_dir: Path) -> Any:
 
 
 def examples_dir() -> Path:
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     return artifacts_dir() / FAMILY / "examples"
 

@@ -106,7 +106,7 @@ def decode_defaults(source: ModelSource | None) -> dict[str, Any]:
 
 
 def examples_dir() -> Path:
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     return artifacts_dir() / FAMILY / "examples"
 
