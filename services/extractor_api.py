@@ -27,7 +27,8 @@ from core import config
 from services import metrics, model_store
 from services.codec_api import _stem, wav_bytes
 from core.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
-from services.extractor_store import EnrollmentMissing, EnrollmentStore
+from services.extractor_state import enrollment_store, missing_reason, set_missing
+from services.extractor_store import EnrollmentMissing
 from services.extractor_stream import extractor_stream
 from services.serving import Family
 from services.upload import AudioUpload, reject
@@ -59,35 +60,10 @@ class EnrollResult(BaseModel):
 
 
 _loaded: dict[str, Any] = {}
-_store: list[EnrollmentStore] = []
-_missing: list[str] = []  # why no model is served (an optional family without artifacts)
 
 
 def loaded_model() -> ExtractorModel | None:
     return _loaded.get(NAME)
-
-
-def missing_reason() -> str | None:
-    return _missing[0] if _missing else None
-
-
-def enrollment_store() -> EnrollmentStore:
-    """This process's store, made on first use with the configured TTL and capacity."""
-    if not _store:
-        _store.append(EnrollmentStore(config.enroll_ttl_s(), config.enroll_max()))
-    return _store[0]
-
-
-def check_embedding(values: Any) -> np.ndarray:
-    """A client's embedding (EMBED_DIM finite numbers, not all zero) as a unit float32 vector."""
-    try:
-        e = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"the embedding must be a list of {EMBED_DIM} numbers") from None
-    if e.shape != (EMBED_DIM,) or not np.isfinite(e).all() or not np.linalg.norm(e) > 0:
-        raise ValueError(f"the embedding must be {EMBED_DIM} finite numbers, not all zero "
-                         "(the 'embedding' that /enroll returns)")
-    return (e / np.linalg.norm(e)).astype(np.float32)
 
 
 class ExtractorAPI:
@@ -105,7 +81,7 @@ class ExtractorAPI:
         except FileNotFoundError as exc:
             if not self.extractor_optional:
                 raise
-            _missing[:] = [str(exc)]
+            set_missing(str(exc))
             log.warning("serving without the extractor (/enroll, /extract and /stream/extractor answer 503): %s", exc)
             return
         self.extractor = m = ExtractorModel(model_dir, threads=config.ort_threads())

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import bentoml
 import numpy as np
 from bentoml.validators import ContentType
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field
 
 from core import audio as audio_io
 from services import metrics, model_store
@@ -23,37 +23,13 @@ from services.midi import notes_to_midi
 from core.notes import Note, note_to_dict
 from services.serving import Family
 from core.transcriber_model import TranscriberModel
+from services.transcriber_params import FreqHz, NoteMs, Probability, TranscribeParams, request_params
 from services.transcriber_stream import transcribe_stream
 from services.upload import AudioUpload, reject
 
 log = logging.getLogger("hark.transcriber")
 
 NAME = "transcriber"
-
-# Bounds live here once and serve both the request fields (OpenAPI, early 400s) and the merged
-# parameters after the card's defaults are applied.
-Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
-NoteMs = Annotated[float, Field(ge=0.0, le=2000.0)]
-FreqHz = Annotated[float, Field(ge=20.0, le=8000.0)]
-
-
-class TranscribeParams(BaseModel):
-    """Decoding parameters as used for one request (request values over the card's defaults)."""
-
-    onset_threshold: Probability
-    frame_threshold: Probability
-    min_note_ms: NoteMs
-    min_freq_hz: Optional[FreqHz] = None
-    max_freq_hz: Optional[FreqHz] = None
-    include_pitch_bends: bool = True
-
-    @model_validator(mode="after")
-    def _freq_order(self) -> TranscribeParams:
-        if self.min_freq_hz is not None and self.max_freq_hz is not None and self.min_freq_hz >= self.max_freq_hz:
-            raise ValueError(
-                f"min_freq_hz ({self.min_freq_hz:g}) must be below max_freq_hz ({self.max_freq_hz:g})"
-            )
-        return self
 
 
 class NoteEvent(BaseModel):
@@ -120,18 +96,6 @@ class _Outcome:
     error: Any = None
     notes: list[Note] = field(default_factory=list)
     meta: TranscriptionMeta | None = None
-
-def request_params(model: TranscriberModel, given: dict[str, Any]) -> tuple[TranscribeParams, dict[str, Any]]:
-    """(the request's parameters over the card's defaults, every decoder keyword for it).
-    Card-level decoding options that are not request parameters still apply. Raises
-    ValueError saying what is wrong."""
-    defaults = model.decode_defaults()
-    try:
-        params = TranscribeParams(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
-    except ValidationError as exc:
-        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-    extra = {k: v for k, v in defaults.items() if k not in TranscribeParams.model_fields}
-    return params, {**extra, **params.model_dump()}
 
 
 # The model of this process's service instance, for the demo (built at import, before it loads).

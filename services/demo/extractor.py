@@ -19,6 +19,7 @@ import soundfile as sf
 from core import audio
 from services.demo.common import ShippedModel, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
+from services.extractor_state import missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,7 @@ def load_binaural(path: str, what: str, allow_mono: bool = False, max_seconds: f
 
 def _model(source: ModelSource | None) -> Any:
     if callable(source) and not hasattr(source, "extract"):
-        try:
-            from services.extractor_api import missing_reason
-
-            reason = missing_reason()
-        except ImportError:  # a demo built without the service
-            reason = None
+        reason = missing_reason()
         if reason:
             raise gr.Error(f"This server has no extractor model: {reason}", print_exception=False)
     return resolve_model(source, FAMILY, "extract")
