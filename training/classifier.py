@@ -182,7 +182,7 @@ def ensure_encoders(directory: Path) -> Path:
     """The feature encoders (d-vector, MiniLM) as ONNX, exported once from their wheels; what the
     export checked (parity with torch, fidelity, sizes) is kept beside them in export.json."""
     if not all((directory / f).exists() for f in ("dvector.onnx", "minilm.onnx", "export.json")):
-        from export.classifier_encoders import export_encoders
+        from training.classifier_encoders import export_encoders
 
         checks = export_encoders(directory)
         (directory / "export.json").write_text(json.dumps(checks, indent=2, default=str) + "\n")
