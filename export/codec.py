@@ -17,7 +17,8 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_export
-from export.onnx_export import export_onnx, git_commit, store_half, write_card
+from export.onnx_export import git_commit, store_half, write_card
+from training.onnx_graph import export_onnx
 from models.codec import Codec, CodecConfig
 from models.codec_stream import DecoderGraph, DecoderStep, EncoderGraph, EncoderStep
 

@@ -21,7 +21,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from export.onnx_export import export_onnx, git_commit, parity, training_card, write_card
+from export.onnx_export import git_commit, training_card, write_card
+from training.onnx_graph import export_onnx, parity
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from core.cards import file_sha256
 
