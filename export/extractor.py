@@ -53,7 +53,7 @@ def export_graphs(model: Extractor, out: Path) -> dict[str, int]:
     state = {k: torch.from_numpy(v) for k, v in step_state(cfg).items()}
     # The exporter warns that RNNs traced with zero initial states may not generalise to other
     # batch sizes; they do here (the RNN ops get no initial state, which ONNX defines as zeros),
-    # and tests/test_extractor_export.py runs the graphs at other batches and lengths.
+    # and tests/extractor/test_extractor_export.py runs the graphs at other batches and lengths.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
         export_onnx(model.enroll, (mels,), out / FILES["enroll"], ["mels"], ["embedding"],

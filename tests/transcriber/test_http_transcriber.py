@@ -11,7 +11,7 @@ import pretty_midi
 import pytest
 from conftest import MAX_AUDIO_SECONDS, Server, tone, wav_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def post(server: Server, data: bytes, content_type: str = "audio/wav", route: str = "/transcribe",

@@ -307,7 +307,7 @@ def test_example_scenes(tmp_path) -> None:
     from training.data.extractor_examples import HEAD, SCENES, write_examples
     from training.data.hrtf import DEFAULT_HRTF_DIR
 
-    hrtf_dir = Path(__file__).resolve().parents[1] / DEFAULT_HRTF_DIR
+    hrtf_dir = Path(__file__).resolve().parents[2] / DEFAULT_HRTF_DIR
     if not (hrtf_dir / f"{HEAD}.sofa").is_file():
         pytest.skip(f"no {HEAD}.sofa in {hrtf_dir}")
     (info,) = write_examples(tmp_path, hrtf_dir, names=[SCENES[0]["name"]])

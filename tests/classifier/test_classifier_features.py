@@ -33,7 +33,7 @@ from core.classifier_features import (
     partial_starts,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 16000
 VOICE_A = (115.0, (620.0, 1050.0, 2450.0))
 VOICE_B = (225.0, (880.0, 2000.0, 3050.0))
