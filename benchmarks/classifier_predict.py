@@ -25,7 +25,7 @@ PREDICTIONS = Path("predictions/classifier")
 
 
 def add_arguments_predict(parser: argparse.ArgumentParser) -> None:
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     parser.add_argument("--model", type=Path, default=artifacts_dir() / "classifier", metavar="DIR",
                         help="a classifier model directory from `hark export classifier` (default: the shipped one)")

@@ -89,7 +89,8 @@ def _audio_by_stem(audio_dir: Path) -> dict[str, Path]:
 
 def read_set(root: Path, name: str, annotators: str = "mean") -> EvalSet:
     """`annotators`: "mean" keeps every annotation of a clip (scored and averaged); "first"
-    keeps only the first CSV by name (DESIGN.md's anchors used vocadito's A1 alone)."""
+    keeps only the first CSV by name (the Basic Pitch anchor on vocadito was measured against its first
+    annotator, A1, alone)."""
     root = Path(root)
     notes_dir, audio_dir = root / "notes", root / "audio"
     if not notes_dir.is_dir() or not audio_dir.is_dir():

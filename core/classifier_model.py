@@ -17,7 +17,7 @@ import numpy as np
 
 from core import runtime
 from core.classifier_features import TextFeatures, VoiceFeatures
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 log = logging.getLogger("hark.classifier")
 

@@ -23,7 +23,7 @@ import numpy as np
 from core import audio as audio_io
 from core import runtime
 from core.codec_tokens import MAX_GAIN_DB, Tokens
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 log = logging.getLogger("hark.codec")
 

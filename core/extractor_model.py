@@ -18,7 +18,7 @@ import numpy as np
 
 from core import runtime
 from core.extractor_enroll import enrollment_mels
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 log = logging.getLogger("hark.extractor")
 

@@ -2,7 +2,7 @@
 
 mir_eval's own functions return per-clip ratios; averaging those weights a 5 s clip like a 40 s
 one. We keep the raw TP/FP/FN counts instead so that a set's score is the ratio of summed counts
-(what the anchors in DESIGN.md were measured as).
+(how the Basic Pitch anchor numbers this project compares against were measured).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from core import config, runtime, windows
-from services.model_store import file_sha256
+from core.cards import file_sha256
 from core.notes import Note, decode_notes
 
 log = logging.getLogger("hark.transcriber")

@@ -21,7 +21,7 @@ import numpy as np
 
 from export.destination import add_destination_arguments, destination
 from export.onnx_export import git_commit, write_card
-from services.model_store import file_sha256
+from core.cards import file_sha256
 from training.data.manifest import is_demo_cohort
 from training.recipe_files import newest_run
 
@@ -115,7 +115,7 @@ def export(run_dir: Path, out: Path, register: bool = True) -> dict[str, Any]:
     }
     write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

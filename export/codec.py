@@ -18,7 +18,8 @@ import torch
 
 from export import onnx_export
 from export.destination import destination
-from export.onnx_export import export_onnx, git_commit, store_half, write_card
+from export.onnx_export import git_commit, store_half, write_card
+from training.onnx_graph import export_onnx
 from models.codec import Codec, CodecConfig
 from models.codec_stream import DecoderGraph, DecoderStep, EncoderGraph, EncoderStep
 
@@ -138,7 +139,7 @@ def export(checkpoint: Path, out: Path, parity_audio: np.ndarray | None = None, 
     }
     write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.model_store import artifacts_dir
+from core.cards import artifacts_dir
 from training.recipe_files import new_run_dir
 
 EXPORTS = Path("exports")

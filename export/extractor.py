@@ -26,7 +26,8 @@ import torch
 
 from export import onnx_export
 from export.destination import destination
-from export.onnx_export import export_onnx, git_commit, store_half, write_card
+from export.onnx_export import git_commit, store_half, write_card
+from training.onnx_graph import export_onnx
 from models.extractor import Extractor, ExtractorConfig, ExtractorStep
 from core.extractor_enroll import enrollment_mels
 
@@ -53,7 +54,7 @@ def export_graphs(model: Extractor, out: Path) -> dict[str, int]:
     state = {k: torch.from_numpy(v) for k, v in step_state(cfg).items()}
     # The exporter warns that RNNs traced with zero initial states may not generalise to other
     # batch sizes; they do here (the RNN ops get no initial state, which ONNX defines as zeros),
-    # and tests/test_extractor_export.py runs the graphs at other batches and lengths.
+    # and tests/extractor/test_extractor_export.py runs the graphs at other batches and lengths.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
         export_onnx(model.enroll, (mels,), out / FILES["enroll"], ["mels"], ["embedding"],
@@ -190,7 +191,7 @@ def export(checkpoint: Path, out: Path, mixture: np.ndarray | None = None, enrol
     write_card(out, card)
     _write_examples(out / "examples")
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

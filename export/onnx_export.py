@@ -1,4 +1,5 @@
-"""Family-agnostic export steps: checkpoint -> torch module -> ONNX, parity against torch, model card."""
+"""Family-agnostic export steps: checkpoint -> torch module, model card, fp16 weights (the ONNX
+conversion and its parity check are training/onnx_graph.py's)."""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +8,13 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from core.cards import file_sha256
 from export.destination import add_destination_arguments
-from services.model_store import file_sha256
 
 Module = TypeVar("Module", bound=torch.nn.Module)
 
@@ -44,31 +44,6 @@ def load_float32(path: Path, build: Callable[[dict[str, Any]], Module]) -> tuple
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state["model"].items()})
     return model.eval(), state
-
-
-def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path,
-                input_names: Sequence[str], output_names: Sequence[str], dynamic_axes: dict,
-                opset: int = 17) -> Path:
-    """TorchScript-based export: the graphs here are plain convs and reshapes, and this path
-    gives stable, constant-folded graphs with named dynamic axes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module.eval()
-    with torch.no_grad():
-        torch.onnx.export(module, example, str(path), input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic_axes,
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
-    return path
-
-
-def parity(module: torch.nn.Module, onnx_path: Path, inputs: dict[str, np.ndarray],
-           output_names: Sequence[str]) -> dict[str, float]:
-    """Max abs difference per output between torch and onnxruntime (CPU) on the same inputs."""
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(list(output_names), inputs)
-    with torch.no_grad():
-        want = module(*[torch.from_numpy(v) for v in inputs.values()])
-    want = want if isinstance(want, (tuple, list)) else (want,)
-    return {name: float(np.abs(g - w.numpy()).max()) for name, g, w in zip(output_names, got, want)}
 
 
 def git_commit() -> str:

@@ -22,9 +22,10 @@ import torch
 from tqdm import tqdm
 
 from export.destination import add_destination_arguments, destination
-from export.onnx_export import export_onnx, git_commit, parity, training_card, write_card
+from export.onnx_export import git_commit, training_card, write_card
+from training.onnx_graph import export_onnx, parity
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 if TYPE_CHECKING:
     from training.data.augment import Augmenter
@@ -256,7 +257,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
         card["decode_selection"] = chosen
         write_card(out, card)
     if register:
-        from services.model_store import register as store_register
+        from export.register import register as store_register
 
         card["bentoml_tag"] = store_register(out)
     return card

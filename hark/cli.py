@@ -300,11 +300,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise Unavailable("'hark serve' needs the serve extra: pip install 'hark[serve]' (missing module: bentoml)")
     if not args.no_register:
         try:
-            from services import model_store
+            from export.register import register
         except ModuleNotFoundError as exc:
             raise Unavailable(f"'hark serve' cannot register models: module {exc.name} is missing") from exc
         for path in to_register:
-            tag = model_store.register(path)
+            tag = register(path)
             print(f"hark: {path} is {tag} in the BentoML model store", file=sys.stderr)
     if args.register_only:
         return 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -173,14 +174,11 @@ async def _send(websocket: WebSocket, items: list[Any]) -> None:
             await websocket.send_json(item)
 
 
-async def codec_stream(websocket: WebSocket) -> None:
-    await guarded(websocket, NAME, "coding failed on the server", _codec_session)
+async def codec_stream(websocket: WebSocket, model: CodecModel | None) -> None:
+    await guarded(websocket, NAME, "coding failed on the server", partial(_codec_session, model=model))
 
 
-async def _codec_session(websocket: WebSocket) -> None:
-    from services.codec_api import loaded_model
-
-    model = loaded_model()
+async def _codec_session(websocket: WebSocket, model: CodecModel | None) -> None:
     processed_s = 0.0
     if model is None:
         raise StreamError("not_ready", "The codec model is still loading; retry in a moment")

@@ -29,7 +29,8 @@ from services.codec_api import _stem
 from core.extractor_enrollment import (ENROLL_MAX_SECONDS, ENROLL_MIN_SECONDS, check_enrollment,
                                            enrollment_limits)
 from core.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
-from services.extractor_store import EnrollmentMissing, EnrollmentStore
+from services.extractor_state import enrollment_store, missing_reason, set_missing
+from services.extractor_store import EnrollmentMissing
 from services.extractor_stream import extractor_stream
 from services.serving import Family
 from services.upload import AudioUpload, reject
@@ -59,23 +60,10 @@ class EnrollResult(BaseModel):
 
 
 _loaded: dict[str, Any] = {}
-_store: list[EnrollmentStore] = []
-_missing: list[str] = []  # why no model is served (an optional family without artifacts)
 
 
 def loaded_model() -> ExtractorModel | None:
     return _loaded.get(NAME)
-
-
-def missing_reason() -> str | None:
-    return _missing[0] if _missing else None
-
-
-def enrollment_store() -> EnrollmentStore:
-    """This process's store, made on first use with the configured TTL and capacity."""
-    if not _store:
-        _store.append(EnrollmentStore(config.enroll_ttl_s(), config.enroll_max()))
-    return _store[0]
 
 
 class ExtractorAPI:
@@ -93,7 +81,7 @@ class ExtractorAPI:
         except FileNotFoundError as exc:
             if not self.extractor_optional:
                 raise
-            _missing[:] = [str(exc)]
+            set_missing(str(exc))
             log.warning("serving without the extractor (/enroll, /extract and /stream/extractor answer 503): %s", exc)
             return
         self.extractor = m = ExtractorModel(model_dir, threads=config.ort_threads())

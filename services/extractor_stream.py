@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,10 @@ from starlette.websockets import WebSocket
 
 from core import config
 from services import metrics, stream_io
-from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE
+from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, SAMPLE_RATE, ExtractorModel
+from core.extractor_enrollment import check_embedding
+from services.extractor_state import enrollment_store, missing_reason
+from services.extractor_store import EnrollmentMissing
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 
 NAME = "extractor"
@@ -42,10 +46,6 @@ class ExtractorSession:
     and the overlap-add tail)."""
 
     def __init__(self, model: Any, start: dict[str, Any]):
-        from services.extractor_api import enrollment_store
-        from core.extractor_enrollment import check_embedding
-        from services.extractor_store import EnrollmentMissing
-
         unknown = sorted(set(start) - START_KEYS)
         if unknown:
             raise StreamError("params", f"Unknown keys {unknown} in the start message; accepted: "
@@ -118,8 +118,8 @@ class ExtractorSession:
         return interleaved.astype("<f4").tobytes()
 
 
-async def extractor_stream(websocket: WebSocket) -> None:
-    await guarded(websocket, NAME, "extraction failed on the server", _extractor_session)
+async def extractor_stream(websocket: WebSocket, model: ExtractorModel | None) -> None:
+    await guarded(websocket, NAME, "extraction failed on the server", partial(_extractor_session, model=model))
 
 
 async def _start_message(websocket: WebSocket) -> dict[str, Any] | None:
@@ -134,10 +134,7 @@ async def _start_message(websocket: WebSocket) -> dict[str, Any] | None:
     return start
 
 
-async def _extractor_session(websocket: WebSocket) -> None:
-    from services.extractor_api import loaded_model, missing_reason
-
-    model = loaded_model()
+async def _extractor_session(websocket: WebSocket, model: ExtractorModel | None) -> None:
     if model is None:
         reason = missing_reason()
         raise StreamError("unavailable" if reason else "not_ready",

@@ -48,7 +48,8 @@ class Family:
     model_getter: Callable[[], Any]
     # request field -> what it accepts, added to the 400s of BentoML's own form validation
     field_help: dict[str, str] = field(default_factory=dict)
-    # WebSocket endpoints under STREAM_PATH: name -> async handler(websocket)
+    # WebSocket endpoints under STREAM_PATH: name -> async handler(websocket, model), handed the
+    # model_getter's model (None while it loads) so that a stream module needs no API module
     streams: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
 
@@ -77,11 +78,19 @@ def _build_demo(families: Sequence[Family]) -> Any | None:
     return blocks
 
 
+def _handing_model(handler: Callable[[Any, Any], Any], model_getter: Callable[[], Any]) -> Callable[[Any], Any]:
+    async def endpoint(websocket: Any) -> None:
+        await handler(websocket, model_getter())
+
+    return endpoint
+
+
 def _stream_app(families: Sequence[Family]) -> Any | None:
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
 
-    routes = [WebSocketRoute(f"/{name}", handler) for f in families for name, handler in f.streams.items()]
+    routes = [WebSocketRoute(f"/{name}", _handing_model(handler, f.model_getter))
+              for f in families for name, handler in f.streams.items()]
     return Starlette(routes=routes) if routes else None
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from core import audio as audio_io
 from services import metrics, model_store
-from services.midi import notes_to_midi
+from core.midi import notes_to_midi
 from core.notes import Note, note_to_dict
 from services.serving import Family
 from core.transcriber_model import TranscriberModel
@@ -31,6 +31,7 @@ from services.upload import AudioUpload, reject
 log = logging.getLogger("hark.transcriber")
 
 NAME = "transcriber"
+
 
 class NoteEvent(BaseModel):
     start_s: float
@@ -88,6 +89,7 @@ class _Outcome:
     error: Any = None
     notes: list[Note] = field(default_factory=list)
     meta: TranscriptionMeta | None = None
+
 
 # The model of this process's service instance, for the demo (built at import, before it loads).
 _loaded: dict[str, TranscriberModel] = {}

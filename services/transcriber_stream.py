@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,14 +28,14 @@ from core import audio, config
 from services import metrics
 from services.stream_io import StreamError, guarded, incoming, pcm_format, samples
 from core.streaming import LOOKAHEAD_FRAMES, STEP_FRAMES, StreamingTranscriber
+from core.transcriber_model import TranscriberModel
+from core.transcriber_params import request_params  # the HTTP API's bounds, once
 
 NAME = "transcriber"
 _PARAMS = ("onset_threshold", "frame_threshold", "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends")
 
 
 def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingTranscriber]:
-    from core.transcriber_params import request_params  # the HTTP API's bounds, once
-
     unknown = sorted(set(query) - {"sample_rate", "format", *_PARAMS})
     if unknown:
         raise StreamError("params", f"Unknown query parameters {unknown}; accepted: sample_rate, format, {', '.join(_PARAMS)}")
@@ -46,14 +47,11 @@ def _setup(query: dict[str, str], model: Any) -> tuple[int, np.dtype, StreamingT
     return rate, dtype, StreamingTranscriber(model, decode_kwargs)
 
 
-async def transcribe_stream(websocket: WebSocket) -> None:
-    await guarded(websocket, NAME, "transcription failed on the server", _transcribe_session)
+async def transcribe_stream(websocket: WebSocket, model: TranscriberModel | None) -> None:
+    await guarded(websocket, NAME, "transcription failed on the server", partial(_transcribe_session, model=model))
 
 
-async def _transcribe_session(websocket: WebSocket) -> None:
-    from services.transcriber_api import loaded_model
-
-    model = loaded_model()
+async def _transcribe_session(websocket: WebSocket, model: TranscriberModel | None) -> None:
     started, processed_s = time.perf_counter(), 0.0
     if model is None:
         raise StreamError("not_ready", "The transcriber model is still loading; retry in a moment")

@@ -221,7 +221,7 @@ def start_server(target: str, tmp: Path, model_dir: Path, **env_overrides: str) 
     env.pop("HARK_EXTRACTOR_MODEL", None)
     # Registration is part of what `make serve` does; the server then loads from the store.
     for family_dir in sorted(p for p in model_dir.parent.iterdir() if (p / "card.json").is_file()):
-        subprocess.run([sys.executable, "-m", "services.model_store", "register", str(family_dir)],
+        subprocess.run([sys.executable, "-m", "export.register", str(family_dir)],
                        cwd=REPO, env=env, check=True, capture_output=True)
     port = free_port()
     log_path = tmp / "server.log"

@@ -257,7 +257,7 @@ def ensure_encoders(directory: Path) -> Path:
     export checked (parity with torch, fidelity, sizes) is kept beside them in export.json. A
     folder that already holds them (e.g. a shipped model's) is used as it is."""
     if not all((directory / f).exists() for f in ("dvector.onnx", "minilm.onnx", "tokenizer.json")):
-        from export.classifier_encoders import export_encoders
+        from training.classifier_encoders import export_encoders
 
         checks = export_encoders(directory)
         (directory / "export.json").write_text(json.dumps(checks, indent=2, default=str) + "\n")

@@ -1,6 +1,6 @@
 """`core.extractor_enroll.enrollment_mels` in torch, for enrollments mixed on the training
 device (`scenes.mix_on_device`); services never import torch, so the twin lives here, and
-tests/test_extractor_device_mix.py holds the two to the same numbers."""
+tests/extractor/test_extractor_device_mix.py holds the two to the same numbers."""
 from __future__ import annotations
 
 from functools import lru_cache

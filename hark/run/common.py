@@ -84,7 +84,7 @@ def expand_inputs(patterns: Sequence[str], suffixes: Iterable[str] = AUDIO_SUFFI
 
 def model_dir(given: Path | None, family: str) -> Path:
     """--model, else $HARK_<FAMILY>_MODEL (a directory), else the shipped artifacts/<family>."""
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     env = os.environ.get(f"HARK_{family.upper()}_MODEL")
     path = given or (Path(env) if env and Path(env).is_dir() else artifacts_dir() / family)

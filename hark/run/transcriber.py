@@ -29,7 +29,7 @@ def add_arguments_transcribe(parser: argparse.ArgumentParser) -> None:
 
 def run_transcribe(args: argparse.Namespace) -> int:
     from core import audio as audio_io
-    from services.midi import notes_to_midi
+    from core.midi import notes_to_midi
     from core.notes import note_to_dict, notes_to_csv
     from core.transcriber_model import TranscriberModel
     from core.transcriber_params import request_params

@@ -20,6 +20,7 @@ from core import audio
 from services.demo.common import ShippedModel, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
 from core.voice import find_voice
+from services.extractor_state import missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _load(model_dir: Path) -> Any:
 
 
 def examples_dir() -> Path:
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     return artifacts_dir() / FAMILY / "examples"
 
@@ -79,12 +80,7 @@ def load_binaural(path: str, what: str, allow_mono: bool = False, max_seconds: f
 
 def _model(source: ModelSource | None) -> Any:
     if callable(source) and not hasattr(source, "extract"):
-        try:
-            from services.extractor_api import missing_reason
-
-            reason = missing_reason()
-        except ImportError:  # a demo built without the service
-            reason = None
+        reason = missing_reason()
         if reason:
             raise gr.Error(f"This server has no extractor model: {reason}", print_exception=False)
     return resolve_model(source, FAMILY, "extract")

@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol, Sequence
 import gradio as gr
 import numpy as np
 
-from services import midi
+from core import midi
 from services.demo import live, plots, synth
 from services.demo.common import load_audio, scratch_dir, to_int16
 from core.notes import NoteLike
@@ -106,7 +106,7 @@ def decode_defaults(source: ModelSource | None) -> dict[str, Any]:
 
 
 def examples_dir() -> Path:
-    from services.model_store import artifacts_dir
+    from core.cards import artifacts_dir
 
     return artifacts_dir() / FAMILY / "examples"
 

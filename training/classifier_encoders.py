@@ -123,7 +123,7 @@ def _dvector_module():
 def export_dvector(path: Path) -> dict[str, Any]:
     import torch
 
-    from export.onnx_export import export_onnx, parity
+    from training.onnx_graph import export_onnx, parity
 
     module = _dvector_module()
     example = (torch.rand(2, FRAMES, N_MELS),)
@@ -303,7 +303,7 @@ def export_minilm(path: Path) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
-    from export.onnx_export import export_onnx, parity
+    from training.onnx_graph import export_onnx, parity
 
     module = _minilm_module()
     tok = _tokenizer()

@@ -91,7 +91,7 @@ def test_card_decides_defaults(stand_in_model_dir: Path, tmp_path: Path):
     assert model.sha256 == card["sha256"] and model.provider == "cpu"
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
+SHIPPED = Path(__file__).resolve().parents[2] / "artifacts" / "transcriber"
 
 
 @pytest.mark.skipif(not (SHIPPED / "card.json").is_file(), reason="no shipped transcriber yet")

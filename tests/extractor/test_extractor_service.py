@@ -277,19 +277,19 @@ def test_store_is_thread_safe_and_bounded() -> None:
 
 
 def test_served_without_artifacts_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services import extractor_api
+    from services import extractor_api, extractor_state
 
     def no_model(name: str):
         raise FileNotFoundError(f"no '{name}' model: run `hark export {name}`")
 
     monkeypatch.setattr(extractor_api.model_store, "resolve", no_model)
-    monkeypatch.setattr(extractor_api, "_missing", [])
+    monkeypatch.setattr(extractor_state, "_missing", [])
 
     class WithoutModel(extractor_api.ExtractorAPI):
         extractor_optional = True
 
     service = WithoutModel()
-    assert service.extractor is None and "hark export extractor" in extractor_api.missing_reason()
+    assert service.extractor is None and "hark export extractor" in extractor_state.missing_reason()
     response = service.extract(audio=None)
     assert response.status_code == 503 and b"no extractor model" in response.body
     with pytest.raises(FileNotFoundError):
@@ -319,7 +319,7 @@ def test_example_scenes(tmp_path) -> None:
     from training.data.extractor_examples import HEAD, SCENES, write_examples
     from training.data.hrtf import DEFAULT_HRTF_DIR
 
-    hrtf_dir = Path(__file__).resolve().parents[1] / DEFAULT_HRTF_DIR
+    hrtf_dir = Path(__file__).resolve().parents[2] / DEFAULT_HRTF_DIR
     if not (hrtf_dir / f"{HEAD}.sofa").is_file():
         pytest.skip(f"no {HEAD}.sofa in {hrtf_dir}")
     (info,) = write_examples(tmp_path, hrtf_dir, names=[SCENES[0]["name"]])

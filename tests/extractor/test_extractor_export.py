@@ -14,7 +14,7 @@ from extractor_stand_in import binaural_voice, build_stand_in_extractor
 
 import export.extractor as extractor_export
 from core.extractor_model import EMBED_DIM, HOP, LOOKAHEAD, ExtractorModel
-from services.model_store import file_sha256
+from core.cards import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from core.streaming import StreamingTranscriber
 from core.transcriber_model import TranscriberModel
 from synth_data import random_notes, render_notes
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "transcriber"
 CHUNK_S = 0.1  # what a browser or a phone typically sends
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from services.metrics import PREFIX
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def load(name: str) -> dict:

@@ -14,7 +14,7 @@ from synth_data import write_set
 from training.loop import LoopConfig, add_loop_arguments, apply_loop_arguments, earlier_stages, schedule_progress
 from training.transcriber import TranscriberRecipe, add_arguments_train, apply_arguments, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_recipe(data: Path, run_dir: Path, steps: int) -> TranscriberRecipe:
@@ -118,7 +118,7 @@ def test_command_line_overrides_reach_the_recipe(tmp_path):
 def test_hard_negative_weights_can_be_set_on_the_command_line():
     parser = argparse.ArgumentParser()
     add_arguments_train(parser)
-    recipe = TranscriberRecipe.from_yaml(Path(__file__).resolve().parents[1] / "training/configs/transcriber.yaml")
+    recipe = TranscriberRecipe.from_yaml(Path(__file__).resolve().parents[2] / "training/configs/transcriber.yaml")
     apply_arguments(recipe, parser.parse_args(["--steps", "18000"]))
     loss = recipe.loss
     assert (loss.overtone_neg_weight, loss.release_neg_weight, loss.hard_negatives_from) == (3.0, 2.0, 0.6)

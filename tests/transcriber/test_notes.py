@@ -8,7 +8,7 @@ import pretty_midi
 import pytest
 
 from core import notes as N
-from services.midi import notes_to_midi
+from core.midi import notes_to_midi
 
 FR = 22050 / 256
 KEYS, BINS = 88, 264

@@ -11,7 +11,7 @@ import pretty_midi
 import pytest
 from conftest import MAX_AUDIO_SECONDS, Server, tone, wav_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def post(server: Server, data: bytes, content_type: str = "audio/wav", route: str = "/transcribe",
@@ -179,18 +179,19 @@ def test_model_store_register_is_idempotent_and_resolve_follows_the_checkout(sta
     script = """
 import json, sys
 from pathlib import Path
+from export.register import register
 from services import model_store
 a = Path(sys.argv[1]) / "transcriber"
-first, second = model_store.register(a), model_store.register(a)
+first, second = register(a), register(a)
 stored = model_store.resolve("transcriber")
 (a / "transcriber.onnx").write_bytes((a / "transcriber.onnx").read_bytes() + b"\\0")  # a new export
 unregistered = model_store.resolve("transcriber")
-third = model_store.register(a)
+third = register(a)
 latest = model_store.resolve("transcriber")
 card = json.loads((a / "card.json").read_text())
 (a / "card.json").write_text(json.dumps({**card, "decode": {"min_note_ms": 70.0}}))  # a card-only re-export
 card_changed = model_store.resolve("transcriber")
-fourth = model_store.register(a)
+fourth = register(a)
 print(json.dumps([first, second, str(stored), str(unregistered), third, str(latest), str(card_changed), fourth,
                   str(model_store.resolve("transcriber"))]))
 """

@@ -12,10 +12,10 @@ from benchmarks.speechlike import SR, speech_like
 from core import audio as audio_io
 from core.voice import find_voice
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "artifacts" / "extractor" / "examples").glob("*/*.wav"))
 # Real recordings, where this workplace has them; the synthetic cases below always run.
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = REPO.parent / "shared" / "data" / "real"
 
 
 def seconds(s: float) -> np.ndarray:

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from core.transcriber_model import TranscriberModel
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "transcriber"
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")  # held out from training
 SR = 22050
 QUARTER_TONE = 0.5  # semitones

