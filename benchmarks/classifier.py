@@ -4,7 +4,7 @@
 estimates how the recipe does on unseen participants: per task, nested cross-validation grouped
 by participant scores the voice model, the text model (each when the manifest holds it), their
 fusion and a majority-class dummy (participant-level macro F1 and ECE). The report goes to a
-folder of its own; `--ship` merges it into benchmarks/results/classifier.json and the README.
+folder of its own; `--ship` merges it into benchmarks/results/classifier.json and docs/classifier.md.
 To score an already trained model on new participants, use `hark predict classifier`.
 
 `hark bench classifier [--model-dir artifacts/classifier]`: CPU seconds per audio second of the

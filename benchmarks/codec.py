@@ -388,7 +388,7 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
     args.name = args.name or SET_NAMES[args.split]
     render = render_markdown
     if args.split == "train":
-        # Scores on training speakers are published in their own file and never in the README.
+        # Scores on training speakers are published in their own file and never in docs/codec.md.
         render = render_train_markdown
         args.published = DEFAULT_TRAIN_OUT
     given = dict(systems or {})
@@ -639,7 +639,7 @@ TABLES = report.FamilyTables(
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """Quality (mean and median over clips per system) and speed tables for codec.md and the README."""
+    """Quality (mean and median over clips per system) and speed tables for codec.md and docs/codec.md."""
     return report.render_family(results, TABLES)
 
 

@@ -1,7 +1,7 @@
 """Where a codec checkpoint loses quality: the quantizer, the decoder's magnitudes, or its phase.
 
 `python -m benchmarks.codec_probe [--checkpoint checkpoints/codec.pt] [--out runs/codec-probe.json]`
-(with `--ship`, or `--readme FILE`, the table also replaces that README's `<!-- bench:codec-probe -->` block)
+(with `--ship`, or `--readme FILE`, the table also replaces the `<!-- bench:codec-probe -->` block of docs/codec.md, or of FILE)
 
 On the held-out speakers' clips (as `hark eval codec` prepares them), the decoder is run from the
 2 kbps codes, from the 1 kbps codes and from the unquantised latent; and its 2 kbps STFT is
@@ -125,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
     parser.add_argument("--limit-seconds", type=float, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "codec-probe.json")
-    parser.add_argument("--readme", type=Path, default=None, help="a README whose codec-probe block to refresh")
-    parser.add_argument("--ship", action="store_true", help="refresh the repository README's codec-probe block")
+    parser.add_argument("--readme", type=Path, default=None, help="a markdown file whose codec-probe block to refresh")
+    parser.add_argument("--ship", action="store_true", help="refresh the codec-probe block of docs/codec.md")
     args = parser.parse_args(argv)
     result = probe(args.checkpoint, args.data, args.limit_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = render(result)
-    readme = args.readme or (REPO / "README.md" if args.ship else None)
+    readme = args.readme or (report.family_page(REPO, "codec-probe") if args.ship else None)
     if readme is not None:
         report.update_readme(readme, table, "codec-probe")
     print(table)

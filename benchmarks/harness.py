@@ -115,7 +115,7 @@ def write(args: argparse.Namespace, tag: str, render: Callable[[dict[str, Any]],
           packages: Sequence[str] = (), readme: bool = True) -> int:
     """Stamp `meta_section` (meta.eval or meta.bench), merge one command's results into its
     destination (report.destination: a folder of its own, or with --ship the published file), write
-    it and its markdown and refresh the README block if asked; returns 0, the command's exit status.
+    it and its markdown and refresh the docs block if asked; returns 0, the command's exit status.
     `packages`: versions to record beyond report.stamp()'s (a family's scorers)."""
     out_path, readme_path = report.destination(args, tag, REPO, getattr(args, "published", None), readme)
     stamp = report.stamp(REPO)
@@ -123,7 +123,7 @@ def write(args: argparse.Namespace, tag: str, render: Callable[[dict[str, Any]],
     meta_section.update(date=stamp["date"], git_commit=stamp["git_commit"])
     merged = report.merge(report.load(out_path), sets=sets, speed=speed, meta={**stamp, meta_key: meta_section})
     changed = report.write_all(merged, out_path, out_path.with_suffix(".md"), readme_path, tag, render=render)
-    log.info("wrote %s and %s%s", out_path, out_path.with_suffix(".md"), " and README" if changed else "")
+    log.info("wrote %s and %s%s", out_path, out_path.with_suffix(".md"), " and the docs page" if changed else "")
     return 0
 
 

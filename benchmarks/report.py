@@ -1,7 +1,7 @@
-"""Results file handling: merge JSON, render markdown, refresh the README block.
+"""Results file handling: merge JSON, render markdown, refresh the family page's block (docs/FAMILY.md).
 
 `hark eval` writes `sets`, `hark bench` writes `speed`; each merges into the existing JSON so
-either can be rerun alone. Numbers only ever reach the README through this module.
+either can be rerun alone. Numbers only ever reach the docs through this module.
 """
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def _provenance(what: str, command: str, section: dict[str, Any]) -> str:
 
 def render_family(results: dict[str, Any], tables: FamilyTables) -> str:
     """Quality table, speed table, skip notes and where the numbers came from, for FAMILY.md and
-    the README block."""
+    the block in docs/FAMILY.md."""
     meta, sets, speed = results.get("meta", {}), results.get("sets", {}), results.get("speed", {})
     lines: list[str] = []
     notes: list[str] = []
@@ -244,7 +244,7 @@ def update_readme(readme: Path, block: str, tag: str) -> bool:
 
 def write_all(results: dict[str, Any], json_path: Path, md_path: Path, readme: Path | None, tag: str,
               render: Callable[[dict[str, Any]], str] = render_markdown) -> bool:
-    """Write JSON and markdown; return whether the README block changed. `render` makes the
+    """Write JSON and markdown; return whether the docs block changed. `render` makes the
     markdown table of one family's results (the transcriber's by default)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_suffix(".json.tmp")
@@ -260,28 +260,33 @@ REPORTS = Path("reports")  # where a report goes unless --ship (or --out) says o
 
 def add_destination_arguments(parser: argparse.ArgumentParser, tag: str, repo: Path) -> None:
     """--out, --ship and --readme: a run's report goes to a folder of its own; only --ship writes
-    the project's published results (benchmarks/results/TAG.json) and the README block."""
+    the project's published results (benchmarks/results/TAG.json) and the family page's block."""
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help=f"results JSON, merged with what is there (a .md beside it); default: a new folder "
                              f"{REPORTS}/{tag}/<UTC time>, or with --ship the published "
                              f"benchmarks/results/{tag}.json")
     parser.add_argument("--ship", action="store_true",
-                        help="publish: merge into benchmarks/results/ and refresh the README's results block "
-                             "(the project's release step)")
+                        help=f"publish: merge into benchmarks/results/ and refresh the results block of "
+                             f"{family_page(repo, tag).relative_to(repo)} (the project's release step)")
     parser.add_argument("--readme", type=Path, default=None,
-                        help=f"a README whose <!-- bench:{tag} --> block to refresh (default: none; with --ship "
-                             f"{repo / 'README.md'})")
+                        help=f"a markdown file whose <!-- bench:{tag} --> block to refresh (default: none; with "
+                             f"--ship {family_page(repo, tag)})")
+
+
+def family_page(repo: Path, tag: str) -> Path:
+    """The family's page in docs/ where its published results live (tags: FAMILY or FAMILY-WHAT)."""
+    return repo / "docs" / f"{tag.split('-')[0]}.md"
 
 
 def destination(args: argparse.Namespace, tag: str, repo: Path, published: Path | None = None,
                 readme: bool = True) -> tuple[Path, Path | None]:
-    """(results JSON to write, README to refresh or None) for the arguments above. `published`:
+    """(results JSON to write, markdown page to refresh or None) for the arguments above. `published`:
     the JSON --ship merges into (default benchmarks/results/TAG.json); `readme=False` for results
-    that have no README block."""
+    that have no docs block."""
     given_readme = args.readme if readme else None
     if args.ship:
         published = published or repo / "benchmarks" / "results" / f"{tag}.json"
-        return args.out or published, (given_readme or repo / "README.md") if readme else None
+        return args.out or published, (given_readme or family_page(repo, tag)) if readme else None
     if args.out is not None:
         return args.out, given_readme
     from training.recipe_files import new_run_dir

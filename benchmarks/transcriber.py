@@ -261,11 +261,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace, **results: Any) -> None:
     """Merge into the report's destination (its own folder, or with --ship the published file and
-    the README block)."""
+    the docs page's block)."""
     json_path, readme = report.destination(args, TAG, REPO)
     out = report.merge(report.load(json_path), **results)
     changed = report.write_all(out, json_path, json_path.with_suffix(".md"), readme, TAG)
-    log.info("wrote %s and %s%s", json_path, json_path.with_suffix(".md"), " and README" if changed else "")
+    log.info("wrote %s and %s%s", json_path, json_path.with_suffix(".md"), " and the docs page" if changed else "")
 
 
 def add_arguments_bench(parser: argparse.ArgumentParser) -> None:

@@ -164,7 +164,7 @@ def test_train_split_scores_training_speakers_in_its_own_file(speech_dir: Path, 
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "DEFAULT_OUT", tmp_path / "codec.json")
     monkeypatch.setattr(codec, "DEFAULT_TRAIN_OUT", tmp_path / "codec-train.json")
-    readme = codec.harness.REPO / "README.md"
+    readme = codec.harness.REPO / "docs" / "codec.md"
     before = readme.read_text()
     args = _args("eval", ["--data", str(speech_dir), "--split", "train", "--ship", "--systems", *FAKES])
     assert codec.run_eval(args, systems=FAKES) == 0
