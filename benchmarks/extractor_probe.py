@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None,
                         help="result JSON (default runs/extractor-probe/<corpora>-<speakers>-seed<S>.json)")
+    parser.add_argument("--make-dvectors", action="store_true",
+                        help="write --dvectors DIR's tables first where missing, at normal speed only (all the "
+                             "probe uses; minutes, where `hark data extractor`'s five speeds take far longer)")
     parser.add_argument("--table", type=Path, default=None, metavar="DIR",
                         help="print the README table's rows from the JSON files in DIR and exit")
     args = parser.parse_args(argv)
@@ -211,21 +214,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    train_dirs, held_dirs = corpus_dirs(args.speech, corpora), corpus_dirs(args.speech, ["librispeech"])
+    if args.make_dvectors:
+        from training.data.scenes import teacher_dvectors
+
+        args.dvectors.mkdir(parents=True, exist_ok=True)
+        for split, dirs in (("train", train_dirs), ("heldout", held_dirs)):
+            if not (args.dvectors / f"dvectors_{split}.npz").exists():
+                np.savez(args.dvectors / f"dvectors_{split}.npz", **teacher_dvectors(dirs, split, speeds=(1.0,)))
     sexes = librispeech_sexes(args.speech)
     if "speechocean" in corpora:
         sexes.update(speechocean_sexes(args.speech))
-    train = load_voices(corpus_dirs(args.speech, corpora), "train", args.dvectors / "dvectors_train.npz", sexes)
+    train = load_voices(train_dirs, "train", args.dvectors / "dvectors_train.npz", sexes)
     if args.speakers:
         keep = np.random.default_rng(123).permutation(len(train))[:args.speakers]
         train = [train[i] for i in sorted(keep)]
     print(f"training on {len(train)} speakers ({sum(v.sex == 'M' for v in train)} men)", file=sys.stderr)
     model, trained = train_probe(train, args.steps, args.seed, log=lambda m: print(m, file=sys.stderr))
     # Held-out voices are read after training: their d-vectors may still be being written.
-    held = load_voices(corpus_dirs(args.speech, ["librispeech"]), "heldout",
+    held = load_voices(held_dirs, "heldout",
                        args.dvectors / "dvectors_heldout.npz", sexes)
     print(f"scoring on {len(held)} held-out speakers", file=sys.stderr)
     result = {"corpora": "+".join(corpora), "speakers": len(train), "steps": args.steps, "seed": args.seed,
               "training_data": describe(train), "heldout_speakers": len(held),
+              "dvectors": str(args.dvectors),
               "training_si_snri_db": round(trained, 3),
               "heldout_si_snri_db": round(heldout_si_snri(model, held, cross=False), 3),
               "heldout_cross_sex_si_snri_db": round(heldout_si_snri(model, held, cross=True), 3),

@@ -28,6 +28,7 @@ from training.data.speech import AUDIO_EXTS, DEFAULT_SOURCES, SAMPLE_RATE, load,
 
 SPEEDS = (0.9, 0.95, 1.0, 1.05, 1.1)
 MIN_TARGET_SECONDS = 6.0  # shorter excerpts serve only as interferers
+TEACHER_SECONDS = 12.0    # of a speaker's speech for the teacher d-vector: one LibriSpeech excerpt
 DEFAULT_NOISE_DIR = "../shared/data/real/noise"
 # Noise recordings never used in training: evaluation hears other noise.
 HELDOUT_NOISE = ("misc/", "esc50/4-", "esc50/5-")
@@ -92,18 +93,30 @@ def speaker_dvectors(rows: np.ndarray) -> np.ndarray:
     return (mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def teacher_dvectors(sources: list[str | Path], split: str) -> dict[str, np.ndarray]:
-    """resemblyzer's d-vector of each file (a LibriSpeech speaker's whole clean excerpt, or one
-    speechocean762 utterance) at every speed in SPEEDS; `Voices.load` averages a speaker's files."""
+def teacher_dvectors(sources: list[str | Path], split: str, speeds: tuple[float, ...] = SPEEDS,
+                     seconds: float = TEACHER_SECONDS) -> dict[str, np.ndarray]:
+    """resemblyzer's d-vector of each speaker's clean speech at every speed in `speeds` (a subset
+    of SPEEDS; the others are left NaN, for a caller that needs only those): a speaker's files in
+    order, whole, until `seconds` are reached: a LibriSpeech speaker's one excerpt, the first few
+    of a speechocean762 speaker's ~20 utterances (embedding all 5.5 h of them at 5 speeds takes
+    hours on 2 cores; `Voices.load` also reads tables of one row per file)."""
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     encoder = VoiceEncoder("cpu", verbose=False)
-    files = split_files(sources, split)
-    vectors = []
-    for f in tqdm(files, desc=f"teacher d-vectors ({split})", unit="speaker"):
-        audio = load(f)
-        vectors.append([encoder.embed_utterance(preprocess_wav(speed(audio, s), SAMPLE_RATE)) for s in SPEEDS])
-    return {"speakers": np.array([speaker_of(f) for f in files]), "dvectors": np.array(vectors, dtype=np.float32)}
+    by_speaker: dict[str, list[Path]] = {}
+    for f in split_files(sources, split):
+        by_speaker.setdefault(speaker_of(f), []).append(f)
+    vectors = np.full((len(by_speaker), len(SPEEDS), 256), np.nan, dtype=np.float32)
+    for i, files in enumerate(tqdm(by_speaker.values(), desc=f"teacher d-vectors ({split})", unit="speaker")):
+        audio: list[np.ndarray] = []
+        for f in files:
+            audio.append(load(f))
+            if sum(len(a) for a in audio) >= seconds * SAMPLE_RATE:
+                break
+        joined = np.concatenate(audio)
+        for s in speeds:
+            vectors[i, SPEEDS.index(s)] = encoder.embed_utterance(preprocess_wav(speed(joined, s), SAMPLE_RATE))
+    return {"speakers": np.array(list(by_speaker)), "dvectors": vectors}
 
 
 def speed(audio: np.ndarray, factor: float) -> np.ndarray:
