@@ -29,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core import runtime
-
 SAMPLE_RATE = 16000
 
 # resemblyzer's hparams: the encoder was trained on exactly this front end.
@@ -171,6 +169,10 @@ class VoiceFeatures:
 
     def __init__(self, model_dir: Path, threads: int | None = None) -> None:
         import opensmile
+
+        # onnxruntime only where a session is made: training imports this module's mel front end
+        # on GPU machines that have torch but no onnxruntime.
+        from core import runtime
 
         self.session = runtime.create_session(Path(model_dir) / "dvector.onnx", intra_op_threads=threads)
         self._input = self.session.get_inputs()[0].name
@@ -320,6 +322,8 @@ class TextFeatures:
 
     def __init__(self, model_dir: Path, threads: int | None = None) -> None:
         from tokenizers import Tokenizer
+
+        from core import runtime
 
         model_dir = Path(model_dir)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

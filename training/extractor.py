@@ -186,6 +186,10 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix-on-device", action="store_true",
                         help="set scenes.mix_on_device: convolve, mix and compute enrollment mels on the "
                              "training device (a GPU), not in the data workers")
+    # Where the data lives on another machine (training/gpu/resume.sh points these into .gpu/).
+    parser.add_argument("--bank", help="override scenes.bank (the training room bank .npz)")
+    parser.add_argument("--dvectors", help="override scenes.dvectors (the teacher d-vector table .npz)")
+    parser.add_argument("--noise-dir", help="override scenes.noise_dir (training noise recordings)")
     add_loop_arguments(parser)
 
 
@@ -194,6 +198,9 @@ def run_train(args: argparse.Namespace) -> int:
     apply_loop_arguments(recipe, args)
     if getattr(args, "mix_on_device", False):
         recipe.scenes.mix_on_device = True
+    for key in ("bank", "dvectors", "noise_dir"):
+        if getattr(args, key, None):
+            setattr(recipe.scenes, key, getattr(args, key))
     summary = train(recipe, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s on {summary['data']['speakers']} speakers, "
           f"{summary['data']['rooms']} rooms; checkpoint {recipe.run_dir}/last.pt")

@@ -109,3 +109,59 @@ def test_held_out_noise_is_never_training_noise(tmp_path: Path) -> None:
     held = {p.relative_to(tmp_path).as_posix() for p in noise_files(tmp_path, "heldout")}
     assert held == {"misc/noise1.wav", "esc50/4-1.wav"}
     assert train == {"esc50/1-2.wav", "speech-commands/bike.wav"}
+
+
+def test_a_speaker_of_several_utterances_is_one_voice(tmp_path: Path) -> None:
+    """speechocean762 keeps ~20 utterances per SPEAKER<id> folder: they join into one voice, so
+    another utterance of the target can never be drawn as its interferer, and its teacher d-vector
+    is the unit-length mean of its utterances' rows."""
+    import soundfile as sf
+
+    corpus = tmp_path / "speechocean762"
+    for speaker, n in (("0001", 3), ("0002", 2)):
+        (corpus / f"SPEAKER{speaker}").mkdir(parents=True)
+        for k in range(n):
+            sf.write(str(corpus / f"SPEAKER{speaker}" / f"{speaker}{k}.wav"), 0.1 * np.ones(SR // 2), SR)
+    libri = tmp_path / "librispeech"
+    libri.mkdir()
+    sf.write(str(libri / "19-198-0001.flac"), 0.1 * np.ones(SR), SR)
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((6, 5, 256)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=-1, keepdims=True)
+    names = ["librispeech-19"] + ["speechocean-0001"] * 3 + ["speechocean-0002"] * 2  # one row per file
+    np.savez(tmp_path / "dv.npz", speakers=np.array(names), dvectors=rows)
+
+    voices = Voices.load([libri, corpus], "train", tmp_path / "dv.npz")
+
+    assert voices.speakers == ["librispeech-19", "speechocean-0001", "speechocean-0002"]
+    assert [len(a) for a in voices.audio] == [SR, 3 * SR // 2, SR]
+    np.testing.assert_array_equal(voices.dvectors[0], rows[0])  # one file: its row, untouched
+    mean = rows[1:4].mean(axis=0)
+    np.testing.assert_allclose(voices.dvectors[1], mean / np.linalg.norm(mean, axis=-1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(voices.dvectors[2], axis=-1), 1.0, atol=1e-6)
+
+
+def test_teacher_dvectors_are_one_per_speaker_from_its_first_seconds(tmp_path: Path, monkeypatch) -> None:
+    """A speaker's files are read in order only until `seconds` of speech: the whole 5.5 h of
+    speechocean762 at five speeds would take hours. Speeds not asked for stay NaN."""
+    import soundfile as sf
+
+    from training.data import scenes
+
+    rng = np.random.default_rng(0)
+    for speaker in ("0001", "0002"):
+        (tmp_path / f"SPEAKER{speaker}").mkdir()
+        for k in range(3):
+            sf.write(str(tmp_path / f"SPEAKER{speaker}" / f"{speaker}{k}.wav"), 0.1 * rng.standard_normal(5 * SR), SR)
+    read: list[str] = []
+    real_load = scenes.load
+    monkeypatch.setattr(scenes, "load", lambda f: read.append(Path(f).stem) or real_load(f))
+
+    table = scenes.teacher_dvectors([tmp_path], "train", speeds=(1.0,), seconds=8.0)
+
+    assert table["speakers"].tolist() == ["speechocean-0001", "speechocean-0002"]
+    assert read == ["00010", "00011", "00020", "00021"]  # 2 files of 5 s reach 8 s; the third is never read
+    normal = scenes.SPEEDS.index(1.0)
+    np.testing.assert_allclose(np.linalg.norm(table["dvectors"][:, normal], axis=-1), 1.0, atol=1e-4)
+    others = [i for i in range(len(scenes.SPEEDS)) if i != normal]
+    assert np.isnan(table["dvectors"][:, others]).all()

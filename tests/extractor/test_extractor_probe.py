@@ -2,6 +2,7 @@
 short training run scored on other voices."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,33 @@ def test_a_short_run_trains_and_scores_new_voices() -> None:
     model, trained = probe.train_probe(_voices(4), steps=2, log=lambda _: None)
     score = probe.heldout_si_snri(model, _voices(4, seed=1), cross=False, batches=2)
     assert np.isfinite(trained) and np.isfinite(score)
+
+
+def test_speechocean_sexes_come_from_spk2gender_and_corpora_name_their_folders(tmp_path: Path) -> None:
+    (tmp_path / "speechocean762").mkdir()
+    (tmp_path / "speechocean762" / "spk2gender").write_text("0001\tm\n0006\tf\n")
+    assert probe.speechocean_sexes(tmp_path) == {"speechocean-0001": "M", "speechocean-0006": "F"}
+    assert probe.corpus_dirs(tmp_path, ["speechocean"]) == [tmp_path / "speechocean762"]
+    with pytest.raises(FileNotFoundError, match="librispeech-train-clean-100"):
+        probe.corpus_dirs(tmp_path, ["librispeech"])
+    with pytest.raises(ValueError, match="unknown corpora"):
+        probe.corpus_dirs(tmp_path, ["timit"])
+
+
+def test_table_rows_are_the_mean_of_the_seeds_json(tmp_path: Path) -> None:
+    for seed, (train, held, cross) in enumerate([(2.0, 1.5, 2.5), (2.2, 1.3, 2.1)]):
+        (tmp_path / f"run{seed}.json").write_text(json.dumps({
+            "corpora": "librispeech+speechocean", "speakers": 458, "steps": 2000, "seed": seed,
+            "training_data": {"librispeech": {"speakers": 228}, "speechocean": {"speakers": 230}},
+            "training_si_snri_db": train, "heldout_si_snri_db": held, "heldout_cross_sex_si_snri_db": cross}))
+    assert probe.table(tmp_path) == "| 458 (librispeech 228 + speechocean 230) | +2.10 | +1.40 (1.50, 1.30) | +2.30 |"
+
+
+def test_describe_counts_speech_per_speaker_and_corpus() -> None:
+    voices = [probe.Voice(np.zeros(16000 * s, np.float32), np.zeros(4, np.float32), sex, name, files)
+              for s, sex, name, files in [(12, "M", "librispeech-1", 1), (60, "F", "speechocean-2", 20),
+                                          (80, "M", "speechocean-3", 20)]]
+    d = probe.describe(voices)
+    assert d["librispeech"] == {"speakers": 1, "men": 1, "files_per_speaker": 1.0, "seconds_per_speaker_mean": 12.0,
+                                "seconds_per_speaker_median": 12.0, "minutes": 0.2}
+    assert d["speechocean"]["seconds_per_speaker_mean"] == 70.0 and d["speechocean"]["files_per_speaker"] == 20.0

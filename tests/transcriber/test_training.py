@@ -150,3 +150,29 @@ def test_gpu_pieces_round_trip_a_checkpoint(tmp_path, monkeypatch) -> None:
     for key in ("model", "critic"):
         for name, t in state[key].items():
             assert torch.equal(back[key][name], t.half())
+
+
+def test_gpu_pack_keeps_the_first_rooms_and_one_dvector_per_speaker(tmp_path) -> None:
+    import numpy as np
+
+    from training.data.rooms import RoomBank
+    from training.gpu.pack_data import speaker_table, subset_bank
+
+    rng = np.random.default_rng(0)
+    taps = [3, 5, 4, 6, 2, 7]  # per position, 2 positions per room, 3 rooms
+    flat = rng.standard_normal(2 * sum(taps)).astype(np.float16)
+    bank = RoomBank(flat, np.concatenate([[0], np.cumsum(2 * np.array(taps))]), np.repeat(np.arange(3), 2),
+                    np.arange(6) * 10.0, np.tile([False, True], 3), np.array([0.2, 0.4, 0.6]), "toy")
+    small = subset_bank(bank, 2)
+    assert small.rooms == 2 and len(small.room) == 4 and small.head == "toy"
+    for k in range(4):  # every kept position's BRIR is the original's, bit for bit
+        assert np.array_equal(small.ir(k), bank.ir(k))
+    assert np.array_equal(small.azimuth, bank.azimuth[:4]) and np.array_equal(small.enrollment, bank.enrollment[:4])
+
+    rows = rng.standard_normal((4, 5, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=-1, keepdims=True)
+    table = speaker_table({"speakers": np.array(["b", "a", "b", "c"]), "dvectors": rows}, {"a", "b"})
+    assert table["speakers"].tolist() == ["a", "b"]  # c is not in the packed speech: left out
+    np.testing.assert_array_equal(table["dvectors"][0], rows[1])
+    mean = rows[[0, 2]].mean(axis=0)
+    np.testing.assert_allclose(table["dvectors"][1], mean / np.linalg.norm(mean, axis=-1, keepdims=True), atol=1e-6)

@@ -7,8 +7,9 @@ ears: interferers relative to the target, noise as an SNR against the target. Th
 is the target's reverberant image at the ears (the output keeps the room and the direction; the
 task is *who*, not dereverberation).
 
-Each LibriSpeech speaker has one ~14 s excerpt: a random cut splits it into a part for targets and
-a part for enrollments, so the two never share audio. A speed change (pitch, formants and rate
+Each LibriSpeech speaker has one ~14 s excerpt, each speechocean762 speaker ~20 utterances of 2-8 s
+joined into one: a random cut splits a speaker's audio into a part for targets and a part for
+enrollments, so the two never share audio. A speed change (pitch, formants and rate
 together) makes another voice; the teacher d-vector of each (speaker, speed) is computed on the
 clean dry audio once, by `hark data extractor`.
 """
@@ -23,10 +24,11 @@ from scipy.signal import fftconvolve
 from tqdm import tqdm
 
 from training.data.rooms import RoomBank
-from training.data.speech import DEFAULT_SOURCES, SAMPLE_RATE, load, normalise, speaker_of, split_files
+from training.data.speech import AUDIO_EXTS, DEFAULT_SOURCES, SAMPLE_RATE, load, normalise, speaker_of, split_files
 
 SPEEDS = (0.9, 0.95, 1.0, 1.05, 1.1)
 MIN_TARGET_SECONDS = 6.0  # shorter excerpts serve only as interferers
+TEACHER_SECONDS = 12.0    # of a speaker's speech for the teacher d-vector: one LibriSpeech excerpt
 DEFAULT_NOISE_DIR = "../shared/data/real/noise"
 # Noise recordings never used in training: evaluation hears other noise.
 HELDOUT_NOISE = ("misc/", "esc50/4-", "esc50/5-")
@@ -53,32 +55,68 @@ class Voices:
 
     @classmethod
     def load(cls, sources: list[str | Path], split: str, dvector_file: str | Path) -> "Voices":
+        """One voice per speaker, not per file: a speaker with several utterances (speechocean762
+        has ~20 short ones each) is their concatenation, so another utterance of the target is
+        never drawn as its interferer, and its teacher d-vector is the normalised mean of the
+        table's rows for it (one per file; resemblyzer's `embed_speaker` does the same)."""
         files = split_files(sources, split)
         table = np.load(dvector_file)
-        known = {s: i for i, s in enumerate(table["speakers"].tolist())}
-        missing = [speaker_of(f) for f in files if speaker_of(f) not in known]
+        rows: dict[str, list[int]] = {}
+        for i, s in enumerate(table["speakers"].tolist()):
+            rows.setdefault(s, []).append(i)
+        by_speaker: dict[str, list[Path]] = {}
+        for f in files:  # in file order: a corpus of one file per speaker keeps its order (and scenes)
+            by_speaker.setdefault(speaker_of(f), []).append(f)
+        missing = [s for s in by_speaker if s not in rows]
         if missing:
             raise ValueError(f"{dvector_file} has no d-vectors for {len(missing)} speakers (e.g. {missing[0]}); "
                              "run `hark data extractor` again on these sources")
-        audio = [normalise(load(f)) for f in tqdm(files, desc=f"loading {split} speech", unit="file", leave=False)]
-        speakers = [speaker_of(f) for f in files]
-        return cls(audio, speakers, table["dvectors"][[known[s] for s in speakers]])
+        speakers = list(by_speaker)
+        bar = tqdm(total=len(files), desc=f"loading {split} speech", unit="file", leave=False)
+        audio = []
+        for s in speakers:
+            audio.append(np.concatenate([normalise(load(f)) for f in by_speaker[s]]))
+            bar.update(len(by_speaker[s]))
+        bar.close()
+        return cls(audio, speakers, np.stack([speaker_dvectors(table["dvectors"][rows[s]]) for s in speakers]))
 
     def targets(self) -> np.ndarray:
         return np.array([i for i, a in enumerate(self.audio) if len(a) >= MIN_TARGET_SECONDS * SAMPLE_RATE])
 
 
-def teacher_dvectors(sources: list[str | Path], split: str) -> dict[str, np.ndarray]:
-    """resemblyzer's d-vector of each speaker's whole clean excerpt at every speed in SPEEDS."""
+def speaker_dvectors(rows: np.ndarray) -> np.ndarray:
+    """(files, speeds, dim) d-vectors of one speaker's files -> (speeds, dim): a single row as it
+    is, several averaged and scaled back to unit length."""
+    if len(rows) == 1:
+        return rows[0]
+    mean = rows.astype(np.float64).mean(axis=0)
+    return (mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def teacher_dvectors(sources: list[str | Path], split: str, speeds: tuple[float, ...] = SPEEDS,
+                     seconds: float = TEACHER_SECONDS) -> dict[str, np.ndarray]:
+    """resemblyzer's d-vector of each speaker's clean speech at every speed in `speeds` (a subset
+    of SPEEDS; the others are left NaN, for a caller that needs only those): a speaker's files in
+    order, whole, until `seconds` are reached: a LibriSpeech speaker's one excerpt, the first few
+    of a speechocean762 speaker's ~20 utterances (embedding all 5.5 h of them at 5 speeds takes
+    hours on 2 cores; `Voices.load` also reads tables of one row per file)."""
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     encoder = VoiceEncoder("cpu", verbose=False)
-    files = split_files(sources, split)
-    vectors = []
-    for f in tqdm(files, desc=f"teacher d-vectors ({split})", unit="speaker"):
-        audio = load(f)
-        vectors.append([encoder.embed_utterance(preprocess_wav(speed(audio, s), SAMPLE_RATE)) for s in SPEEDS])
-    return {"speakers": np.array([speaker_of(f) for f in files]), "dvectors": np.array(vectors, dtype=np.float32)}
+    by_speaker: dict[str, list[Path]] = {}
+    for f in split_files(sources, split):
+        by_speaker.setdefault(speaker_of(f), []).append(f)
+    vectors = np.full((len(by_speaker), len(SPEEDS), 256), np.nan, dtype=np.float32)
+    for i, files in enumerate(tqdm(by_speaker.values(), desc=f"teacher d-vectors ({split})", unit="speaker")):
+        audio: list[np.ndarray] = []
+        for f in files:
+            audio.append(load(f))
+            if sum(len(a) for a in audio) >= seconds * SAMPLE_RATE:
+                break
+        joined = np.concatenate(audio)
+        for s in speeds:
+            vectors[i, SPEEDS.index(s)] = encoder.embed_utterance(preprocess_wav(speed(joined, s), SAMPLE_RATE))
+    return {"speakers": np.array(list(by_speaker)), "dvectors": vectors}
 
 
 def speed(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -90,7 +128,8 @@ def speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def noise_files(noise_dir: str | Path, split: str) -> list[Path]:
-    files = sorted(p for p in Path(noise_dir).rglob("*.wav") if "rir" not in p.parts)
+    # Any audio file, not only WAV: training/gpu packs the noise as Opus to fit the device's transfer.
+    files = sorted(p for p in Path(noise_dir).rglob("*") if p.suffix.lower() in AUDIO_EXTS and "rir" not in p.parts)
     held = [f for f in files if any(h in f.relative_to(noise_dir).as_posix() for h in HELDOUT_NOISE)]
     return held if split == "heldout" else [f for f in files if f not in held]
 
