@@ -166,6 +166,8 @@ def train(recipe: ExtractorRecipe, resume: bool = False) -> dict:
         model.enroll.load_resemblyzer()
     s = recipe.scenes
     voices = Voices.load(recipe.data, "train", s.dvectors)
+    if not np.isfinite(voices.dvectors).all():  # a table of the probe's (--make-dvectors) has one speed only
+        raise ValueError(f"{s.dvectors} lacks d-vectors at some speeds (NaN): use `hark data extractor`'s table")
     bank = RoomBank.load(s.bank)
     renderer = SceneRenderer(voices, bank, load_noises(s.noise_dir, "train"),
                              SceneConfig(interferers=s.interferers, interferer_db=s.interferer_db, snr_db=s.snr_db))

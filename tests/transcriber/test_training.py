@@ -176,3 +176,20 @@ def test_gpu_pack_keeps_the_first_rooms_and_one_dvector_per_speaker(tmp_path) ->
     np.testing.assert_array_equal(table["dvectors"][0], rows[1])
     mean = rows[[0, 2]].mean(axis=0)
     np.testing.assert_allclose(table["dvectors"][1], mean / np.linalg.norm(mean, axis=-1, keepdims=True), atol=1e-6)
+
+
+def test_gpu_pack_refuses_speech_without_dvectors(tmp_path) -> None:
+    """Found on this machine, not after a device start: Voices.load there would refuse it."""
+    import numpy as np
+    import pytest
+
+    from training.data.rooms import RoomBank
+    from training.gpu.pack_data import pack_extractor
+
+    RoomBank(np.zeros(8, np.float16), np.array([0, 4, 8]), np.array([0, 0]), np.zeros(2), np.array([False, True]),
+             np.array([0.3]), "toy").save(tmp_path / "rooms_train.npz")
+    np.savez(tmp_path / "dvectors_train.npz", speakers=np.array(["a"]), dvectors=np.ones((1, 5, 4), np.float32) / 2)
+    with pytest.raises(ValueError, match="no d-vectors for 1 packed speakers"):
+        pack_extractor(tmp_path, tmp_path / "out", rooms=1, noise_dir=None, speakers={"a", "b"})
+    pack_extractor(tmp_path, tmp_path / "out", rooms=1, noise_dir=None, speakers={"a"})
+    assert RoomBank.load(tmp_path / "out" / "rooms_train.npz").rooms == 1

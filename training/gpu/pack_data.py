@@ -82,11 +82,16 @@ def pack_extractor(data: Path, out: Path, rooms: int, noise_dir: Path | None, sp
     np.savez_compressed(out / "rooms_train.npz", flat=small.flat, offsets=small.offsets, room=small.room,
                         azimuth=small.azimuth, enrollment=small.enrollment, rt60=small.rt60, head=np.array(small.head))
     with np.load(data / "dvectors_train.npz") as z:
-        np.savez(out / "dvectors_train.npz", **speaker_table({k: z[k] for k in z.files}, speakers))
+        table = speaker_table({k: z[k] for k in z.files}, speakers)
+    missing = sorted((speakers or set()) - set(table["speakers"].tolist()))
+    if missing:  # found here, not after a device start: Voices.load refuses speech without d-vectors
+        raise ValueError(f"{data / 'dvectors_train.npz'} has no d-vectors for {len(missing)} packed speakers "
+                         f"(e.g. {missing[0]}): run `hark data extractor` on the same speech")
+    np.savez(out / "dvectors_train.npz", **table)
     if noise_dir is not None:
         for f in noise_files(noise_dir, "train"):
             to_opus(f, out / "noise" / f.relative_to(noise_dir).with_suffix(".opus"))
-    print(f"{small.rooms} of {bank.rooms} rooms, d-vectors of {len(speakers) if speakers else 'all'} speakers"
+    print(f"{small.rooms} of {bank.rooms} rooms, d-vectors of {len(table['speakers'])} speakers"
           f"{', noise' if noise_dir else ''} -> {out}")
 
 
