@@ -62,8 +62,9 @@ class ExtractorModel:
         self.sha256: str = file_sha256(self.model_dir / files["model"])
         if self.card.get("sha256") and self.card["sha256"] != self.sha256:
             log.warning("%s: card sha256 does not match %s; serving it anyway", self.model_dir, files["model"])
+        # Whole-input graphs without the arena (services/runtime.py); the 8 ms step keeps it.
         self.sessions = {key: runtime.create_session(self.model_dir / files[key], provider=provider,
-                                                     intra_op_threads=threads)
+                                                     intra_op_threads=threads, arena=key == "extract_step")
                          for key in ("enroll", "extract", "extract_step")}
         self.provider = runtime.active_provider(self.sessions["extract"])
         self.state_shapes: dict[str, list[int]] = io["state_shapes"]
