@@ -3,6 +3,7 @@
     python -m benchmarks.serving                    # starts `bentoml serve services.hark:Hark`, 20 s
     python -m benchmarks.serving --duration 600     # the 10-minute soak
     python -m benchmarks.serving --url http://127.0.0.1:3000 --pid PID   # an already running server
+    python -m benchmarks.serving --max-size 600     # worker RSS after one 600 s /extract and /transcribe
 
 One client thread per family sends its request back to back (generated audio, a few seconds
 long) for --duration seconds; the worker processes' resident memory is sampled meanwhile. Writes
@@ -34,6 +35,7 @@ from benchmarks.speechlike import speech_like
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "serving.json"
+RESULT_MAX_SIZE = REPO / "benchmarks" / "results" / "serving-max-size.json"
 
 
 def _wav(x: np.ndarray, sr: int) -> bytes:
@@ -125,6 +127,52 @@ def run(url: str, pid: int | None, duration_s: float, api_key: str | None = None
     }}
 
 
+def max_size(url: str, pid: int, seconds: float, api_key: str | None = None) -> dict[str, Any]:
+    """Worker RSS when warm, then after one `seconds`-long /extract and /transcribe each (the
+    longest the server accepts by default: 600 s), once the idle worker has given memory back."""
+    import httpx
+
+    small = requests()
+    mix = np.stack([_voice(seconds, 16000, 140, 0) + _voice(seconds, 16000, 210, 1)] * 2, axis=1)
+    music = _voice(seconds, 22050, 262, 5)
+    big = {
+        "extractor": ("/extract", {"audio": ("mix.wav", _wav(mix, 16000), "audio/wav"),
+                                   "enrollment": small["extractor"][1]["enrollment"]}),
+        "transcriber": ("/transcribe", {"audio": ("music.wav", _wav(music, 22050), "audio/wav")}),
+    }
+    del mix, music
+    headers = {"X-API-Key": api_key} if api_key else {}
+    rows: dict[str, Any] = {}
+    with httpx.Client(timeout=1800, headers=headers) as http:
+        for family in big:  # warm: each model has run once on a few seconds
+            route, files, data = small[family]
+            http.post(f"{url}{route}", files=files, data=data).raise_for_status()
+        time.sleep(1.5)
+        warm = _worker_rss_mb(pid)
+        for family, (route, files) in big.items():
+            peak: list[float] = []
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.25):
+                    peak.append(_worker_rss_mb(pid))
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            t0 = time.perf_counter()
+            response = http.post(f"{url}{route}", files=files)
+            wall = time.perf_counter() - t0
+            done.set()
+            sampler.join()
+            time.sleep(1.5)  # idle: the worker gives its peak back (services/memory.py)
+            rows[family] = {"route": route, "status": response.status_code, "wall_s": round(wall, 2),
+                            "rss_mb_peak": round(max(peak, default=0.0), 1),
+                            "rss_mb_after": round(_worker_rss_mb(pid), 1)}
+    return {"max_size": {"seconds": seconds, "rss_mb_warm": round(warm, 1), **rows},
+            "meta": {"url": url, "cpu_count": os.cpu_count(),
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pid", type=int, help="with --url: the server's process id, for its workers' RSS")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--api-key", default=os.environ.get("HARK_API_KEY"))
-    ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--max-size", type=float, metavar="SECONDS",
+                    help="instead of the load: RSS after one request of SECONDS each to /extract and /transcribe")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     proc = None
     url, pid = args.url, args.pid
@@ -169,18 +219,29 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = _start_server(args.workers)
         pid = proc.pid
     try:
-        result = run(url, pid, args.duration, args.api_key)
+        if args.max_size:
+            result = max_size(url, pid, args.max_size, args.api_key)
+        else:
+            result = run(url, pid, args.duration, args.api_key)
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or (RESULT_MAX_SIZE if args.max_size else RESULT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.max_size:
+        m = result["max_size"]
+        for family in ("extractor", "transcriber"):
+            print(f"{family:12s} {m['seconds']:g} s: HTTP {m[family]['status']} in {m[family]['wall_s']} s, RSS warm "
+                  f"{m['rss_mb_warm']:.0f} -> peak {m[family]['rss_mb_peak']:.0f} -> after {m[family]['rss_mb_after']:.0f} MB")
+        print(f"wrote {out}")
+        return 0
     for family, row in result["load"].items():
         print(f"{family:12s} {row['requests']:5d} req {row['errors']:3d} err p50 {row['p50_s']:.3f}s "
               f"p99 {row['p99_s']:.3f}s {row['rps']:.2f} rps  RSS {row['rss_mb_start']:.0f} -> "
               f"{row['rss_mb_max']:.0f} -> {row['rss_mb_end']:.0f} MB")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

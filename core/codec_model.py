@@ -48,8 +48,9 @@ class CodecModel:
         self.sha256 = file_sha256(self.model_dir / files["decoder"])
         if self.card.get("sha256") and self.card["sha256"] != self.sha256:
             log.warning("%s: card sha256 does not match decoder.onnx; serving it anyway", self.model_dir)
+        # Whole-input graphs without the arena (core/runtime.py); the streaming steps keep it.
         self.sessions = {key: runtime.create_session(self.model_dir / files[key], provider=provider,
-                                                     intra_op_threads=threads)
+                                                     intra_op_threads=threads, arena=key.endswith("_step"))
                          for key in ("encoder", "decoder", "encoder_step", "decoder_step")}
         self.provider = runtime.active_provider(self.sessions["decoder"])
         self.state_inputs: dict[str, list[str]] = io["state_inputs"]

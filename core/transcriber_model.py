@@ -69,7 +69,8 @@ class TranscriberModel:
             # Serve anyway, but report the hash of what actually runs (metrics, /transcribe meta).
             log.warning("%s: card sha256 %s does not match the ONNX file (%s)",
                         model_path, self.card["sha256"][:12], self.sha256[:12])
-        self.session = runtime.create_session(model_path, provider=provider, intra_op_threads=threads)
+        # arena=False: a 600 s file's windows come in batches whose buffers the arena would keep.
+        self.session = runtime.create_session(model_path, provider=provider, intra_op_threads=threads, arena=False)
         self.provider = runtime.active_provider(self.session)
         # Offline windows: long ones when the graph allows, with the same frames per batch.
         self.offline_window_samples = self.window_samples

@@ -23,6 +23,7 @@ Protocol (see docs/CONTRACT.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -74,6 +75,7 @@ class CodecSession:
         self.level_in = audio.LevelMeter(model.sample_rate)
         self.level_out = audio.LevelMeter(model.sample_rate)
         self.stages, self.frames, self.emitted, self.metered = stages, 0, 0, 0
+        self.taken = 0  # samples of audio received (or that the codes received decode to), counted by take
 
     @property
     def audio_s(self) -> float:
@@ -89,16 +91,25 @@ class CodecSession:
                 "stages": self.stages, "codebook_size": m.codebook_size, "latency_ms": m.latency_ms,
                 "max_seconds": config.max_audio_seconds()}
 
-    def audio_in(self, data: bytes) -> list[Any]:
-        if self.encoder is None:
-            raise StreamError("bad_message", "mode=decode takes codes in text messages, not audio")
-        x = self.resample(samples(data, self.dtype))
-        if self.audio_s + x.size / self.model.sample_rate > config.max_audio_seconds():
-            raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s (HARK_MAX_AUDIO_SECONDS)")
-        self.level_in.push(x)
-        return self._codes_out(self.encoder.push(x))
-
-    def codes_in(self, message: dict[str, Any]) -> list[Any]:
+    def take(self, message: Any) -> tuple[str, Any]:
+        """Check and convert one client message as it arrives, ahead of the model: ("audio",
+        samples at the model's rate), ("codes", full codes) or ("end", None). Length limits are
+        counted here, on what was received, so a refusal comes as soon as the limit is passed."""
+        limit = config.max_audio_seconds()
+        if isinstance(message, bytes):
+            if self.encoder is None:
+                raise StreamError("bad_message", "mode=decode takes codes in text messages, not audio")
+            x = self.resample(samples(message, self.dtype))
+            self.taken += x.size
+            if self.taken > limit * self.model.sample_rate:
+                raise StreamError("too_long", f"The stream is over {limit:g} s (HARK_MAX_AUDIO_SECONDS)")
+            return "audio", x
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "end":
+            return "end", None
+        if kind != "codes":
+            raise StreamError("bad_message", 'Text messages are {"type": "codes", "codes": [...]} '
+                                             'or {"type": "end"}')
         if self.decoder is None or self.encoder is not None:
             raise StreamError("bad_message", f"mode={self.mode} takes audio in binary messages, not codes")
         try:
@@ -108,12 +119,18 @@ class CodecSession:
             full = self.model.full_codes(codes)
         except (TypeError, ValueError) as exc:
             raise StreamError("bad_codes", f"Bad codes: {exc}") from None
-        # Checked on the frames received so far, before these are decoded.
-        seconds = (self.frames + full.shape[0]) * self.model.frame_hop / self.model.sample_rate
-        refusal = codec_tokens.too_long(seconds, config.max_audio_seconds())
+        self.taken += full.shape[0] * self.model.frame_hop
+        refusal = codec_tokens.too_long(self.taken / self.model.sample_rate, limit)
         if refusal is not None:
             raise StreamError("too_long", refusal)
-        self.frames += full.shape[0]
+        return "codes", codes
+
+    def audio_in(self, x: np.ndarray) -> list[Any]:
+        self.level_in.push(x)
+        return self._codes_out(self.encoder.push(x))
+
+    def codes_in(self, codes: np.ndarray) -> list[Any]:
+        self.frames += codes.shape[0]
         return [apply_gain(self._audio_out(self.decoder.push(codes)), self.gain_db)]
 
     def _audio_out(self, y: np.ndarray) -> np.ndarray:
@@ -184,15 +201,14 @@ async def _codec_session(websocket: WebSocket, model: CodecModel | None) -> None
         raise StreamError("not_ready", "The codec model is still loading; retry in a moment")
     session = CodecSession(model, dict(websocket.query_params))
     await websocket.send_json(session.ready())
-    async for message in incoming(websocket):
-        t0 = time.perf_counter()
-        if isinstance(message, bytes):
-            out = await asyncio.to_thread(session.audio_in, message)
-        else:
-            kind = message.get("type") if isinstance(message, dict) else None
-            if kind == "codes":
-                out = await asyncio.to_thread(session.codes_in, message)
-            elif kind == "end":
+    async with contextlib.aclosing(incoming(websocket, session.take)) as messages:
+        async for kind, payload in messages:
+            t0 = time.perf_counter()
+            if kind == "audio":
+                out = await asyncio.to_thread(session.audio_in, payload)
+            elif kind == "codes":
+                out = await asyncio.to_thread(session.codes_in, payload)
+            else:
                 out = await asyncio.to_thread(session.end)
                 await _send(websocket, out)
                 processed_s += time.perf_counter() - t0
@@ -201,8 +217,5 @@ async def _codec_session(websocket: WebSocket, model: CodecModel | None) -> None
                                            "frames": session.frames, "gain_db": session.correction_db()})
                 await websocket.close()
                 return
-            else:
-                raise StreamError("bad_message", 'Text messages are {"type": "codes", "codes": [...]} '
-                                                 'or {"type": "end"}')
-        processed_s += time.perf_counter() - t0
-        await _send(websocket, out)
+            processed_s += time.perf_counter() - t0
+            await _send(websocket, out)

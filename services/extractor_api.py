@@ -57,6 +57,8 @@ class EnrollResult(BaseModel):
     seconds: float = Field(description="length of the enrollment clip")
     expires_in_s: float = Field(description="seconds until the id is forgotten")
     model_version: str
+    quality: str = Field(description="what the model achieves on held-out scenes (from its card), beside the "
+                                     "7.01 dB SI-SNRi of 'Look Once to Hear' it aims at")
 
 
 _loaded: dict[str, Any] = {}
@@ -122,7 +124,9 @@ class ExtractorAPI:
     @bentoml.api(route="/enroll")
     def enroll(self, audio: AudioField = None) -> EnrollResult:
         """Enroll a voice from a short binaural clip of the target talker facing the listener
-        (noise and other talkers allowed). Returns an id for /extract and the embedding itself."""
+        (noise and other talkers allowed). Returns an id for /extract and the embedding itself.
+        The model is below its goal (7.01 dB SI-SNRi, "Look Once to Hear"): `quality` in the
+        answer says what it measures today."""
         if self.extractor is None:
             return self._unavailable()
         if audio is None:
@@ -135,7 +139,7 @@ class ExtractorAPI:
         enrollment_id = store.add(embedding)
         return EnrollResult(enrollment_id=enrollment_id, embedding=[float(v) for v in embedding],
                             seconds=round(seconds, 4), expires_in_s=round(store.expires_in(enrollment_id), 1),
-                            model_version=self.extractor.version)
+                            model_version=self.extractor.version, quality=self.extractor.quality["summary"])
 
     def _embedding(self, enrollment: AudioUpload | None,
                    enrollment_id: str | None) -> tuple[Any, np.ndarray | None, str]:
@@ -165,7 +169,9 @@ class ExtractorAPI:
     def extract(self, audio: AudioField = None, enrollment: EnrollmentField = None,
                 enrollment_id: EnrollmentIdField = None) -> Annotated[Path, ContentType("audio/wav")]:
         """The enrolled voice alone, out of a binaural mixture: a binaural 16 kHz 16-bit WAV of the
-        mixture's length, the target kept at its place (each ear's own level and phase)."""
+        mixture's length, the target kept at its place (each ear's own level and phase). The
+        model is below its goal (7.01 dB SI-SNRi, "Look Once to Hear"): the X-Hark-Quality header
+        says what it measures today."""
         from starlette.responses import Response
 
         if self.extractor is None:
@@ -187,7 +193,7 @@ class ExtractorAPI:
         return Response(wav_bytes(y.T, SAMPLE_RATE), media_type="audio/wav", headers={
             "Content-Disposition": f'attachment; filename="{_stem(audio, "mixture")}_extracted.wav"',
             "X-Hark-Model-Version": self.extractor.version, "X-Hark-Seconds": f"{seconds:.4f}",
-            "X-Hark-Enrollment": given})
+            "X-Hark-Enrollment": given, "X-Hark-Quality": self.extractor.quality["summary"]})
 
 
 FAMILY = Family(

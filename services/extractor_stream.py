@@ -21,6 +21,7 @@ Protocol:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -78,6 +79,7 @@ class ExtractorSession:
         self.model = model
         self.stream = model.stream(embedding)
         self.frames = self.chunks = 0
+        self.taken = 0  # frames received, counted by take
         self.chunk_bytes = HOP * CHANNELS * self.dtype.itemsize
 
     @property
@@ -94,14 +96,25 @@ class ExtractorSession:
                 "latency_ms": m.latency_ms,  # algorithmic: one chunk plus the look-ahead
                 "max_seconds": config.max_audio_seconds()}
 
-    def audio_in(self, data: bytes) -> bytes:
-        if len(data) % self.chunk_bytes:
+    def take(self, message: Any) -> np.ndarray | None:
+        """Check and convert one client message as it arrives, ahead of the model: the audio as
+        [2, frames], or None for the end."""
+        if not isinstance(message, bytes):
+            if not (isinstance(message, dict) and message.get("type") == "end"):
+                raise StreamError("bad_message", 'After the start message, send audio in binary messages and '
+                                                 'finally {"type": "end"}')
+            return None
+        if len(message) % self.chunk_bytes:
             raise StreamError("bad_chunk", f"A binary message must hold whole 8 ms chunks of {HOP} stereo frames "
-                                           f"({self.chunk_bytes} bytes each in this format); got {len(data)} bytes")
-        x = samples(data, self.dtype).reshape(-1, CHANNELS).T
-        if self.audio_s + x.shape[1] / SAMPLE_RATE > config.max_audio_seconds():
+                                           f"({self.chunk_bytes} bytes each in this format); got {len(message)} bytes")
+        x = samples(message, self.dtype).reshape(-1, CHANNELS).T
+        self.taken += x.shape[1]
+        if self.taken / SAMPLE_RATE > config.max_audio_seconds():
             raise StreamError("too_long", f"The stream is over {config.max_audio_seconds():g} s "
                                           "(HARK_MAX_AUDIO_SECONDS)")
+        return x
+
+    def audio_in(self, x: np.ndarray) -> bytes:
         if not x.shape[1]:
             return b""
         self.frames += x.shape[1]
@@ -147,24 +160,22 @@ async def _extractor_session(websocket: WebSocket, model: ExtractorModel | None)
     await websocket.send_json(session.ready())
     busy_s = 0.0
     try:
-        async for message in incoming(websocket):
-            t0 = time.perf_counter()
-            if isinstance(message, bytes):
-                out = await asyncio.to_thread(session.audio_in, message)
+        async with contextlib.aclosing(incoming(websocket, session.take)) as messages:
+            async for x in messages:
+                t0 = time.perf_counter()
+                if x is not None:
+                    out = await asyncio.to_thread(session.audio_in, x)
+                    busy_s += time.perf_counter() - t0
+                    if out:
+                        await websocket.send_bytes(out)
+                    continue
+                out = await asyncio.to_thread(session.end)
                 busy_s += time.perf_counter() - t0
-                if out:
-                    await websocket.send_bytes(out)
-                continue
-            if not (isinstance(message, dict) and message.get("type") == "end"):
-                raise StreamError("bad_message", 'After the start message, send audio in binary messages and '
-                                                 'finally {"type": "end"}')
-            out = await asyncio.to_thread(session.end)
-            busy_s += time.perf_counter() - t0
-            await websocket.send_bytes(out)
-            await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
-                                       "chunks": session.chunks})
-            await websocket.close()
-            return
+                await websocket.send_bytes(out)
+                await websocket.send_json({"type": "done", "audio_s": round(session.audio_s, 4),
+                                           "chunks": session.chunks})
+                await websocket.close()
+                return
     finally:  # counted however the stream ends: a client may just hang up
         if session.frames:
             metrics.observe_inference(NAME, session.audio_s, busy_s)

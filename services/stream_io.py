@@ -80,14 +80,61 @@ async def receive(websocket: Any, what: str = "message") -> MutableMapping[str, 
     return message
 
 
-async def incoming(websocket: Any) -> AsyncIterator[bytes | Any]:
-    """The client's messages until it hangs up: a binary one as its bytes, a text one as its
-    JSON (json_text). The stream's loop ends when the client disconnects."""
+async def incoming(websocket: Any, take: Callable[[Any], Any] | None = None) -> AsyncIterator[Any]:
+    """The client's messages until it hangs up, read ahead of the stream's work: a binary one as
+    its bytes, a text one as its JSON (json_text), each passed through `take` when given. Use it
+    as `async with contextlib.aclosing(incoming(ws, take)) as messages`, so the reader stops with
+    the stream.
+
+    A task reads the socket all the time, even while the stream computes or waits to send, and
+    queues what it reads, because the server sees the client's pings and pongs only while it reads:
+    a stream that stopped reading while busy left a fast client's control frames behind its audio
+    and ended in "keepalive ping timeout" (1011), and one that stopped reading while its sends
+    waited deadlocked with a client that reads only after sending everything. `take` runs in the
+    reader: it checks and converts a message (to samples at the model's rate), so what waits in the
+    queue is bounded by HARK_MAX_AUDIO_SECONDS, not by the client's format. A refusal (from `take`
+    or the idle limit) is raised in its place in the order, after the answers to what came before.
+    After {"type": "end"} or a refusal the reader goes on reading (and drops what comes), with
+    no idle limit, while the rest is computed.
+    """
+    import asyncio
+
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    reader = asyncio.create_task(_read_ahead(websocket, queue, take))
+    try:
+        while True:
+            item = await queue.get()
+            if item is _HUNG_UP:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+
+
+_HUNG_UP = object()
+
+
+async def _read_ahead(websocket: Any, queue: Any, take: Callable[[Any], Any] | None) -> None:
+    done = False  # after "end" or a refusal: read on, only so that control frames keep flowing
     while True:
-        message = await receive(websocket)
-        if message["type"] == "websocket.disconnect":
+        try:
+            message = await (websocket.receive() if done else receive(websocket))
+            if message["type"] == "websocket.disconnect":
+                queue.put_nowait(_HUNG_UP)
+                return
+            if done:
+                continue
+            data = message["bytes"] if message.get("bytes") is not None else json_text(message)
+            done = isinstance(data, dict) and data.get("type") == "end"
+            queue.put_nowait(take(data) if take is not None else data)
+        except StreamError as exc:  # raised by the stream in its place, after the work queued before it
+            queue.put_nowait(exc)
+            done = True
+        except Exception as exc:  # a fault, or the socket already closed: the stream ends with it
+            queue.put_nowait(exc)
             return
-        yield message["bytes"] if message.get("bytes") is not None else json_text(message)
 
 
 async def guarded(websocket: Any, family: str, fault: str, session: Callable[[Any], Awaitable[None]]) -> None:

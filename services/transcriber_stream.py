@@ -17,6 +17,7 @@ Protocol (see docs/CONTRACT.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -64,19 +65,31 @@ async def _transcribe_session(websocket: WebSocket, model: TranscriberModel | No
         "latency_s": round((LOOKAHEAD_FRAMES + STEP_FRAMES + stream.settle) / model.frame_rate, 3),
         "max_seconds": max_s,
     })
-    async for message in incoming(websocket):
+    received = 0  # samples at the model's rate; counted exactly, so a stream of the limit passes
+
+    def take(message: Any) -> tuple[bool, np.ndarray]:  # as each message arrives: (is it the end, samples)
+        nonlocal received
         if isinstance(message, bytes):
             x = resample(samples(message, dtype))
-            if stream.seconds_received + x.size / model.sample_rate > max_s:
+            received += x.size
+            if received > max_s * model.sample_rate:
                 raise StreamError("too_long", f"The stream is over {max_s:g} s (HARK_MAX_AUDIO_SECONDS)")
+            return False, x
+        if not isinstance(message, dict) or message.get("type") != "end":
+            raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
+        return True, resample(np.zeros(0, np.float32), last=True)
+
+    async with contextlib.aclosing(incoming(websocket, take)) as messages:
+        async for end, x in messages:
             t0 = time.perf_counter()
-            events = await asyncio.to_thread(stream.push, x)
+            if not end:
+                events = await asyncio.to_thread(stream.push, x)
+                processed_s += time.perf_counter() - t0
+                for e in events:
+                    await websocket.send_json(e)
+                continue
+            events = await asyncio.to_thread(lambda: stream.push(x) + stream.finish())
             processed_s += time.perf_counter() - t0
-        else:
-            if not isinstance(message, dict) or message.get("type") != "end":
-                raise StreamError("bad_message", 'Text messages must be {"type": "end"}; audio goes in binary messages')
-            tail = resample(np.zeros(0, np.float32), last=True)
-            events = await asyncio.to_thread(lambda: stream.push(tail) + stream.finish())
             for e in events:
                 await websocket.send_json(e)
             metrics.observe_inference(model.name, stream.seconds_received, processed_s)
@@ -84,5 +97,3 @@ async def _transcribe_session(websocket: WebSocket, model: TranscriberModel | No
                                        "wall_s": round(time.perf_counter() - started, 3)})
             await websocket.close()
             return
-        for e in events:
-            await websocket.send_json(e)

@@ -127,8 +127,25 @@ def extract(source: ModelSource | None, enrollment_path: str | None, mixture_pat
     return _player(mixture), _player(enrollment), _player(out), picture, str(path), summary
 
 
+def quality_text(source: ModelSource | None = None) -> str:
+    """The model's measured quality beside its goal, from the card of the model the tab serves
+    (the shipped one when none is given); the tab is built before the service loads its model."""
+    from core.extractor_model import card_quality
+
+    model = source if source is not None and hasattr(source, "quality") else None
+    if model is not None:
+        return model.quality["summary"]
+    try:
+        from services import model_store
+
+        return card_quality(model_store.resolve(FAMILY))["summary"]
+    except (OSError, ValueError, KeyError) as exc:
+        return f"No extractor model card could be read ({exc}), so its quality is unknown."
+
+
 def build_tab(source: ModelSource | None = None) -> None:
     """Lay out the tab inside the caller's open gr.Tab and wire the button."""
+    quality = quality_text(source)
     source = source if source is not None else ShippedModel(FAMILY, _load)
     gr.Markdown(
         "**Target speech hearing**: from a binaural recording (left and right ear) of several people "
@@ -136,6 +153,7 @@ def build_tab(source: ModelSource | None = None) -> None:
         "you (noise and other talkers allowed), pick a mixture, press **Extract**. Streaming serves the "
         "same model in 8 ms chunks with 4 ms look-ahead at `/stream/extractor`."
     )
+    gr.Markdown(f"**How well it works today.** {quality}", elem_id="extractor-quality")
     with gr.Row():
         with gr.Column(scale=1):
             enrollment_in = gr.Audio(sources=["upload", "microphone"], type="filepath",

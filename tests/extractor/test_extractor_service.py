@@ -74,6 +74,22 @@ def test_enroll_then_extract_by_id_and_by_clip(server: Server, clips: dict) -> N
     assert np.array_equal(wav_of(by_clip), out)
 
 
+def test_the_service_says_what_the_model_achieves(server: Server, clips: dict, stand_in_extractor_dir) -> None:
+    from core.extractor_model import card_quality
+
+    quality = card_quality(stand_in_extractor_dir)
+    value = json.loads((stand_in_extractor_dir / "card.json").read_text())["evaluation"]["heldout_si_snri_db"]
+    assert f"{value:+.2f} dB" in quality["summary"] and "7.01 dB" in quality["summary"]
+    assert "does not reach the goal" in quality["summary"]
+    enrolled = httpx.post(f"{server.url}/enroll", timeout=60, files={"audio": upload(clips["enrollment"])})
+    assert enrolled.json()["quality"] == quality["summary"]
+    extracted = httpx.post(f"{server.url}/extract", timeout=60, files={
+        "audio": upload(clips["mixture"]), "enrollment": upload(clips["enrollment"], "me.wav")})
+    assert extracted.headers["x-hark-quality"] == quality["summary"]
+    docs = httpx.get(f"{server.url}/docs.json", timeout=30).json()
+    assert "7.01 dB SI-SNRi" in docs["paths"]["/extract"]["post"]["description"]
+
+
 def test_other_rates_are_resampled(server: Server, clips: dict) -> None:
     import soxr
 

@@ -70,6 +70,17 @@ def test_build_demo_with_stand_in_model_renders_when_mounted():
         assert client.get("/config").status_code == 200
 
 
+def test_the_extractor_tab_says_what_the_shipped_model_achieves(monkeypatch):
+    import json
+
+    shipped = Path(__file__).resolve().parents[1] / "artifacts" / "extractor"
+    monkeypatch.setenv("HARK_EXTRACTOR_MODEL", str(shipped))
+    value = json.loads((shipped / "card.json").read_text())["evaluation"]["heldout_si_snri_db"]
+    demo = build_demo(extractor=lambda: None)
+    [note] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "extractor-quality"]
+    assert f"{value:+.2f} dB SI-SNRi" in note.value and "7.01 dB" in note.value
+
+
 def test_build_demo_accepts_getter_and_rejects_unknown_family():
     assert isinstance(build_demo(transcriber=lambda: None), gr.Blocks)
     with pytest.raises(ValueError):
