@@ -33,6 +33,8 @@ import numpy as np
 
 from benchmarks import codec_anchors, harness, report, speed
 from benchmarks.harness import Unavailable, display, reason
+from core.cards import read_card
+from core.codec_model import card_bitrates_kbps
 from core import audio as audio_io
 
 log = logging.getLogger("hark.bench")
@@ -49,8 +51,10 @@ DEFAULT_TRAIN_OUT = REPO / "benchmarks" / "results" / "codec-train.json"
 SET_NAME = "real-heldout"
 SET_NAMES = {"heldout": SET_NAME, "train": "real-train"}
 
-HARK_KBPS = {"hark-1kbps": 1.0, "hark-2kbps": 2.0}
-HARK_TORCH_KBPS = {"hark-torch-1kbps": 1.0, "hark-torch-2kbps": 2.0}
+# The shipped codec's bitrates, from its card (core.codec_model.card_bitrates_kbps): one system each.
+_SHIPPED_KBPS = card_bitrates_kbps(read_card(DEFAULT_MODEL_DIR))
+HARK_KBPS = {f"hark-{k:g}kbps": k for k in _SHIPPED_KBPS}
+HARK_TORCH_KBPS = {f"hark-torch-{k:g}kbps": k for k in _SHIPPED_KBPS}
 OPUS_KBPS = {"opus-6kbps": 6, "opus-12kbps": 12}
 CODEC2_MODES = {"codec2-3200": 3200, "codec2-1300": 1300}
 EVAL_SYSTEMS = [*HARK_KBPS, *OPUS_KBPS, *CODEC2_MODES]

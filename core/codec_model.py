@@ -55,13 +55,17 @@ class CodecModel:
         self.provider = runtime.active_provider(self.sessions["decoder"])
         self.state_inputs: dict[str, list[str]] = io["state_inputs"]
         self._lock = threading.Lock()
+        bits = max(1, int(np.ceil(np.log2(self.codebook_size))))
+        layout = [self.groups * s * bits * self.frame_rate / 1000 for s in range(1, self.stages + 1)]
+        if not np.allclose(self.bitrates_kbps, layout):
+            raise ValueError(f"{self.model_dir}/card.json offers {self.bitrates_kbps} kbps, but its codes "
+                             f"carry {layout} kbps: a card from another export")
 
     # --- bitrates -------------------------------------------------------------------------------
 
     @property
     def bitrates_kbps(self) -> list[float]:
-        bits = max(1, int(np.ceil(np.log2(self.codebook_size))))
-        return [self.groups * s * bits * self.frame_rate / 1000 for s in range(1, self.stages + 1)]
+        return card_bitrates_kbps(self.card)
 
     def stages_for(self, kbps: float) -> int:
         """Residual stages per group for a bitrate the model offers; ValueError otherwise."""
@@ -149,6 +153,12 @@ class CodecModel:
         name = "audio" if key == "encoder_step" else "codes"
         out = self._run(key, {name: x[None], **dict(zip(self.state_inputs[key], state))})
         return out[0][0], out[1:]
+
+
+def card_bitrates_kbps(card: dict[str, Any]) -> list[float]:
+    """The bitrates a codec's card offers, lowest first: export writes them from the model's
+    configuration, and the service, demo, CLI and eval all read them here."""
+    return sorted(float(v) for v in card["bitrates_kbps"].values())
 
 
 def correction_db(source_powers: np.ndarray, decoded_powers: np.ndarray) -> float:

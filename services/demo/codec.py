@@ -10,6 +10,8 @@ import gradio as gr
 import numpy as np
 
 from core import codec_tokens
+from core.cards import artifacts_dir, read_card
+from core.codec_model import card_bitrates_kbps
 from services.demo.common import ShippedModel, load_audio, resolve_model, scratch_dir, to_int16
 from services.demo.spectrograms import side_by_side_image
 
@@ -17,7 +19,6 @@ log = logging.getLogger(__name__)
 
 TITLE = "Codec"
 FAMILY = "codec"
-BITRATES = ["1 kbps", "2 kbps"]
 
 # The service passes its loaded model's getter (the model loads after the page is built).
 ModelSource = Any | Callable[[], Any]
@@ -61,6 +62,14 @@ def code(source: ModelSource | None, audio_path: str | None, bitrate: str
     return (sr, to_int16(samples)), (sr, to_int16(coded)), picture, str(path), summary
 
 
+def _bitrates() -> list[str]:
+    """The shipped card's bitrates: the tab is laid out before the service loads its model."""
+    try:
+        return [f"{k:g} kbps" for k in card_bitrates_kbps(read_card(artifacts_dir() / FAMILY))]
+    except (FileNotFoundError, KeyError, ValueError):  # no shipped codec: the tab says so when used
+        return []
+
+
 def build_tab(source: ModelSource | None = None) -> None:
     """Lay out the tab inside the caller's open gr.Tab and wire the button."""
     source = source if source is not None else ShippedModel(FAMILY, _load)
@@ -72,7 +81,8 @@ def build_tab(source: ModelSource | None = None) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech in")
-            bitrate = gr.Radio(BITRATES, value=BITRATES[-1], label="Bitrate")
+            bitrates = _bitrates()
+            bitrate = gr.Radio(bitrates, value=bitrates[-1] if bitrates else None, label="Bitrate")
             button = gr.Button("Encode and decode", variant="primary")
         with gr.Column(scale=2):
             summary = gr.Markdown()

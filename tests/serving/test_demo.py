@@ -73,7 +73,7 @@ def test_build_demo_with_stand_in_model_renders_when_mounted():
 def test_the_extractor_tab_says_what_the_shipped_model_achieves(monkeypatch):
     import json
 
-    shipped = Path(__file__).resolve().parents[1] / "artifacts" / "extractor"
+    shipped = Path(__file__).resolve().parents[2] / "artifacts" / "extractor"
     monkeypatch.setenv("HARK_EXTRACTOR_MODEL", str(shipped))
     value = json.loads((shipped / "card.json").read_text())["evaluation"]["heldout_si_snri_db"]
     demo = build_demo(extractor=lambda: None)
