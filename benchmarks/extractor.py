@@ -405,12 +405,13 @@ def run_eval(args: argparse.Namespace, systems: dict[str, SystemFn] | None = Non
         "per_scene": {args.name: details["per_scene"]},
     }
     status = harness.write(args, TAG, render_markdown, "eval", meta_eval, sets=results)
-    model_dir = info.get(CARD_SYSTEM, {}).get("model_dir")
-    if args.name == CARD_SET and not args.limit and CARD_SYSTEM in summary and model_dir:
+    card_dir = Path(args.model_dir) if args.model_dir else None
+    scored_onnx = CARD_SYSTEM not in given and info.get(CARD_SYSTEM, {}).get("runtime") == "onnxruntime"
+    if (args.name == CARD_SET and not args.limit and CARD_SYSTEM in summary and scored_onnx
+            and card_dir is not None and (card_dir / "card.json").is_file()):
         # The served model says what it achieves (services/extractor_model.quality): the full
         # held-out set, scored on the ONNX model itself, goes into its card.
-        record_in_card(REPO / model_dir if not Path(model_dir).is_absolute() else Path(model_dir),
-                       {"sets": results, "meta": {"eval": meta_eval}})
+        record_in_card(card_dir, {"sets": results, "meta": {"eval": meta_eval}})
     return status
 
 

@@ -279,3 +279,16 @@ def test_cli_dispatches_extractor_eval_and_bench() -> None:
     assert args.limit == 3 and args.model_dir == ex.DEFAULT_MODEL_DIR and args.checkpoint is None
     args = build_parser(["bench", "extractor"]).parse_args(["bench", "extractor"])
     assert args.seconds == 10.0 and args.repeats == 5 and args.systems == ["hark", "hark-torch"]
+
+
+def test_the_held_out_score_goes_into_the_card_the_service_reads(tmp_path: Path) -> None:
+    from benchmarks.extractor import CARD_SET, CARD_SYSTEM, record_in_card
+    from core.extractor_model import card_quality
+
+    (tmp_path / "card.json").write_text(json.dumps({"name": "extractor", "version": "x"}))
+    row = {"si_snri_db": 1.2345, "si_snri_db_median": 1.0, "scenes": 7}
+    recorded = record_in_card(tmp_path, {"sets": {CARD_SET: {CARD_SYSTEM: row}},
+                                         "meta": {"eval": {"date": "d", "git_commit": "c"}}})
+    assert recorded["heldout_si_snri_db"] == 1.2345 and recorded["scenes"] == 7
+    assert json.loads((tmp_path / "card.json").read_text())["evaluation"] == recorded
+    assert "+1.23 dB SI-SNRi on 7 held-out scenes" in card_quality(tmp_path)["summary"]
