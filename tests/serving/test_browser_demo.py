@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from benchmarks.speechlike import speech_like
 from conftest import REPO, Server, start_server, stop_server
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -149,9 +151,8 @@ def _filled(driver) -> None:
 
 
 def _speech_like(path: Path, seconds: float = 2.0, sr: int = 16000) -> Path:
-    t = np.arange(int(seconds * sr)) / sr
-    x = sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    sf.write(path, (0.1 * x).astype(np.float32), sr, subtype="PCM_16")
+    """A synthetic talker the classifier's voice check accepts (a steady tone it refuses)."""
+    sf.write(path, speech_like(seconds, sr=sr), sr, subtype="PCM_16")
     return path
 
 
