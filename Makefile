@@ -17,8 +17,8 @@ ARGS ?=
 PYTEST_ARGS ?= -q
 
 # Debian packages the tests and the data synthesis need (FluidSynth renders, held-out soundfonts,
-# ffmpeg with libopus and libcodec2 for the codec's anchors).
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1 ffmpeg espeak-ng flite
+# ffmpeg with libopus and libcodec2 for the codec's anchors); csound-soundfont is a second held-out piano (piano-repeated).
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small csound-soundfont libsndfile1 ffmpeg espeak-ng flite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help serve test system-deps venv require-data data train export eval bench bento clean

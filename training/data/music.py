@@ -151,18 +151,23 @@ def make_clip(args: tuple[str, int, dict]) -> dict | None:
             "notes": len(notes), "programs": sorted({i.program for i in pm.instruments})}
 
 
+def prepare_set_dir(out: Path, soundfonts: list[str]) -> None:
+    """Fail early when a soundfont is missing (they come from Debian packages), then make the set's folders."""
+    missing = [s for s in soundfonts if not Path(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"soundfonts not found: {missing} (Debian: fluid-soundfont-gm, "
+                                "musescore-general-soundfont-small, timgm6mb-soundfont, csound-soundfont)")
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "notes").mkdir(parents=True, exist_ok=True)
+
+
 def build_set(out: Path, split: str, minutes: float, seed: int, clip_seconds: float = 30.0,
               workers: int = 2, soundfonts: list[str] | None = None, texture_share: float | None = None) -> Path:
     """Render a `train` or `heldout` set of about `minutes` of audio into `out`."""
     if split not in ("train", "heldout"):
         raise ValueError("split must be 'train' or 'heldout'")
     soundfonts = soundfonts or (TRAIN_SOUNDFONTS if split == "train" else HELDOUT_SOUNDFONTS)
-    missing = [s for s in soundfonts if not Path(s).exists()]
-    if missing:
-        raise FileNotFoundError(f"soundfonts not found: {missing} (Debian: fluid-soundfont-gm, "
-                                "musescore-general-soundfont-small, timgm6mb-soundfont)")
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    (out / "notes").mkdir(parents=True, exist_ok=True)
+    prepare_set_dir(out, soundfonts)
     spec = {
         "split": split, "seed": seed, "clip_seconds": clip_seconds, "soundfonts": soundfonts,
         "programs": TRAIN_PROGRAMS if split == "train" else HELDOUT_PROGRAMS,
@@ -211,8 +216,10 @@ def render_examples(out: Path, seconds: float = 12.0) -> list[Path]:
 
 def add_arguments_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="set directory to create or extend")
-    parser.add_argument("--split", choices=["train", "heldout"], default="train",
-                        help="train: training pieces, soundfonts and programs; heldout: only the held-out ones")
+    parser.add_argument("--split", choices=["train", "heldout", "piano"], default="train",
+                        help="train: training pieces, soundfonts and programs; heldout: only the held-out ones; "
+                             "piano: generated piano pieces with soft repeated chords under the sustain pedal, on "
+                             "the training soundfonts (training/data/piano_pedal.py)")
     parser.add_argument("--minutes", type=float, default=240, help="approximate amount of audio to render")
     parser.add_argument("--seed", type=int, default=0, help="set seed; each clip depends only on (seed, index)")
     parser.add_argument("--clip-seconds", type=float, default=30.0, help="length of each rendered clip")
@@ -226,6 +233,15 @@ def run_data(args: argparse.Namespace) -> int:
     if args.examples:
         for path in render_examples(args.out):
             print(f"wrote {path}")
+        return 0
+    if args.split == "piano":
+        from training.data import piano_pedal
+
+        # Dry renders: the recipe's augmentation adds the room, as it does to every other set.
+        made = piano_pedal.build_set(args.out, int(np.ceil(args.minutes * 60 / args.clip_seconds)), args.seed,
+                                     args.clip_seconds, args.soundfont or TRAIN_SOUNDFONTS,
+                                     piano_pedal.TRAIN_PROGRAMS, room=False, prefix="piano")
+        print(f"wrote {len(made)} clips into {args.out}")
         return 0
     out = build_set(args.out, args.split, args.minutes, args.seed, args.clip_seconds, args.workers, args.soundfont)
     print(f"wrote {out}")
