@@ -228,6 +228,7 @@ def decode_notes(
     infer_onsets: bool = True,
     recover_sustained: bool = True,
     retrigger_threshold: float | None = None,
+    retrigger_margin: float = 0.5,
     sustain_threshold: float | None = None,
     max_gap_ms: float = 100.0,
     attack_window_ms: float = 35.0,
@@ -240,7 +241,11 @@ def decode_notes(
     """Notes from posteriorgrams; see the module docstring for the algorithm.
 
     retrigger_threshold: onset needed to split a held note without an activation dip
-        (default halfway between onset_threshold and 1).
+        (default: onset_threshold + retrigger_margin * (1 - onset_threshold)).
+    retrigger_margin: where between onset_threshold (0) and 1 (1) the default retrigger
+        threshold sits. Relative, so that it stays meaningful when a caller moves the onset
+        threshold. 0 ends a sounding note at every separate onset peak of its key: a piano key
+        struck again under the pedal barely dips, and its new attack is all there is to see.
     sustain_threshold: peak note activation for a note with no onset (default: the larger of
         onset_threshold and frame_threshold).
     dip_ratio: a held note restarts when its activation falls to this fraction of the level after
@@ -262,7 +267,7 @@ def decode_notes(
     if frames == 0:
         return []
     if retrigger_threshold is None:
-        retrigger_threshold = onset_threshold + 0.5 * (1.0 - onset_threshold)
+        retrigger_threshold = onset_threshold + retrigger_margin * (1.0 - onset_threshold)
     rules = _Rules(
         onset_threshold=onset_threshold,
         frame_threshold=frame_threshold,
