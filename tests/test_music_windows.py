@@ -54,3 +54,14 @@ def test_dataset_is_deterministic_and_keeps_validation_out(tmp_path):
     assert a["audio"].shape == (11264,) and a["onset"].shape == (44, 88)
     assert np.array_equal(a["audio"].numpy(), b["audio"].numpy())
     assert np.isfinite(a["audio"].numpy()).all()
+
+
+def test_dir_weights_give_each_set_its_share_of_windows(tmp_path):
+    big, small = tmp_path / "big", tmp_path / "small"
+    write_set(big, n_clips=6)
+    write_set(small, n_clips=2)
+    ds = MusicWindows([big, small], 11264, 256, 22050, length=4, augment=None, validation_every=1000,
+                      dir_weights=[0.7, 0.3])
+    from_small = np.array([c.wav.parent.parent == small for c in ds.clips])
+    assert from_small.sum() == 2
+    assert abs(ds.p[from_small].sum() - 0.3) < 1e-9  # 2 of 8 clips, yet 30 % of the windows

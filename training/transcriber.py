@@ -36,6 +36,8 @@ class LossConfig(BaseModel):
 class TranscriberRecipe(BaseModel):
     run_dir: str = "runs/transcriber"
     data: list[str] = Field(default_factory=lambda: ["data/music/train"])
+    # Share of the training windows drawn from each of `data` (default: in proportion to audio).
+    data_weights: list[float] | None = None
     validation_every: int = 50
     validation_data: list[str] = Field(default_factory=list)  # whole sets never trained on (export's choices)
     windows_per_epoch: int = 4000
@@ -110,7 +112,7 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
     model = Transcriber(mcfg)
     dataset = MusicWindows(recipe.data, mcfg.window_samples, mcfg.hop, mcfg.sample_rate, recipe.windows_per_epoch,
                            AugmentConfig(**recipe.augment), seed=recipe.loop.seed,
-                           validation_every=recipe.validation_every)
+                           validation_every=recipe.validation_every, dir_weights=recipe.data_weights)
     extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict()}
     loss = TranscriberLoss(recipe.loss, mcfg.frame_rate)
     summary = fit(model, loss, dataset, recipe.loop, Path(recipe.run_dir), resume=resume, extra_state=extra,

@@ -99,8 +99,11 @@ class MusicWindows(Dataset):
     `hark data` is still rendering."""
 
     def __init__(self, dirs: list[str | Path], window_samples: int, hop: int, sample_rate: int,
-                 length: int, augment: AugmentConfig | None, seed: int = 0, validation_every: int = 50):
-        self.dirs, self.validation_every = dirs, validation_every
+                 length: int, augment: AugmentConfig | None, seed: int = 0, validation_every: int = 50,
+                 dir_weights: list[float] | None = None):
+        if dir_weights is not None and len(dir_weights) != len(dirs):
+            raise ValueError(f"dir_weights {dir_weights} needs one weight per directory of {dirs}")
+        self.dirs, self.validation_every, self.dir_weights = dirs, validation_every, dir_weights
         self.window, self.hop, self.sr = window_samples, hop, sample_rate
         self.length, self.seed, self.epoch = length, seed, 0
         self.augment = Augmenter(augment, sample_rate) if augment else None
@@ -114,6 +117,15 @@ class MusicWindows(Dataset):
             raise ValueError(f"no training clips in {self.dirs}: render a set first with `hark data transcriber`")
         self.clips = fresh
         weights = np.array([c.frames for c in fresh], dtype=np.float64)
+        if self.dir_weights is not None:
+            # Each directory gets its share of the windows however much of it is rendered yet, so
+            # a small added set (a fine-tune's) neither drowns nor takes over.
+            home = np.array([next(i for i, d in enumerate(self.dirs) if c.wav.parent.parent == Path(d))
+                             for c in fresh])
+            for i, w in enumerate(self.dir_weights):
+                mine = home == i
+                if mine.any():
+                    weights[mine] *= w / weights[mine].sum()
         self.p = weights / weights.sum()
 
     def set_epoch(self, epoch: int) -> None:
