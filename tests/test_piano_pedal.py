@@ -38,3 +38,12 @@ def test_repeated_strike_is_a_key_still_down_or_held_by_the_pedal() -> None:
     marks = piano_pedal.repeated_strikes(onsets, offsets, pitches, pedal)
     # 1.0: pedal; 3.0: the pedal came up at 2.0, the string was damped; 5.4: the key was still down.
     assert marks.tolist() == [False, True, False, False, True]
+
+
+def test_ring_end_follows_the_pedal_until_the_next_strike_of_the_key() -> None:
+    onsets = np.array([0.0, 1.0, 3.0])
+    offsets = np.array([0.3, 1.3, 3.3])
+    pitches = np.array([50.0, 50, 50])
+    ends = piano_pedal.ring_ends(onsets, offsets, pitches, [(0.1, 2.0)])
+    # Rings to its key's next strike, then to the pedal's lift; without the pedal, the key's release.
+    assert ends.tolist() == [1.0, 2.0, 3.3]

@@ -99,6 +99,8 @@ class TranscriberLoss:
             out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
         hard = self.progress >= cfg.hard_negatives_from
         weight = note_negative_weights(batch["note"], cfg, self.frame_rate) if hard else None
+        if "note_mask" in batch:  # frames a pedal keeps ringing after the key came up: not learned from
+            weight = batch["note_mask"] if weight is None else weight * batch["note_mask"]
         note = F.binary_cross_entropy_with_logits(
             out["note"], batch["note"], weight=weight,
             pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))

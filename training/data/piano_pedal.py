@@ -8,13 +8,16 @@ carry no pedal and rarely repeat a chord, so the pieces are generated: a louder 
 notes in MIDI 36-64, most bars under CC64 with the pedal changed at each chord.
 
 The truth follows the keys, as in annotated piano recordings: a note ends at its key's release
-even where the pedal keeps the string sounding. Each note also records whether it is a
+even where the pedal keeps the string sounding. How long the string may ring on under the pedal
+is kept beside it (`ring_end_s`): training neither rewards nor punishes the note head there, so
+that it learns re-strikes without learning to end every note early (bowed and blown notes end
+with their sound, which is what the other training sets label). Each note also records whether it is a
 *repeated strike*: its key was struck before and that earlier note still sounded at this
 strike, either because the key was still down or because the pedal held it from the key's
 release on.
 
 `build_set` writes the layout of training/data/music.py (`audio/`, `notes/`, `manifest.json`;
-notes CSV `onset_s,offset_s,midi_pitch,velocity,track,repeated`), every clip a pure function of
+notes CSV `onset_s,offset_s,midi_pitch,velocity,track,repeated,ring_end_s`), every clip a pure function of
 (seed, index). The evaluation renders it on pianos training never uses (`EVAL_SOUNDFONTS`)
 with a room; training renders it on the training soundfonts.
 """
@@ -192,14 +195,30 @@ def repeated_strikes(onsets: np.ndarray, offsets: np.ndarray, pitches: np.ndarra
     return out
 
 
+def ring_ends(onsets: np.ndarray, offsets: np.ndarray, pitches: np.ndarray,
+              pedal: list[tuple[float, float]]) -> np.ndarray:
+    """Per note, until when its string may still ring undamped: past the key's release while
+    the pedal is down (to the pedal's lift or the key's next strike, whichever comes first),
+    else the release itself."""
+    out = offsets.copy()
+    for i in range(len(onsets)):
+        held = [up for down, up in pedal if down <= offsets[i] < up]
+        if not held:
+            continue
+        later = onsets[(pitches == pitches[i]) & (onsets > onsets[i])]
+        out[i] = max(offsets[i], min([held[0], *later.tolist()]))
+    return out
+
+
 def notes_table(piece: PedalPiece, delay_s: float) -> np.ndarray:
-    """[n, 6] rows (onset_s, offset_s, pitch, velocity, track, repeated), moved by the piano's
-    audible delay like training/data/music.notes_of."""
+    """[n, 7] rows (onset_s, offset_s, pitch, velocity, track, repeated, ring_end_s), moved by the
+    piano's audible delay like training/data/music.notes_of."""
     rows = [(n.start + delay_s, n.end + delay_s, n.pitch, n.velocity, i)
             for i, inst in enumerate(piece.midi.instruments) for n in inst.notes]
     arr = np.array(sorted(rows), dtype=np.float64).reshape(-1, 5)
     rep = repeated_strikes(arr[:, 0] - delay_s, arr[:, 1] - delay_s, arr[:, 2], piece.pedal)
-    return np.concatenate([arr, rep[:, None].astype(np.float64)], axis=1)
+    ring = ring_ends(arr[:, 0] - delay_s, arr[:, 1] - delay_s, arr[:, 2], piece.pedal) + delay_s
+    return np.concatenate([arr, rep[:, None].astype(np.float64), ring[:, None]], axis=1)
 
 
 def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -212,8 +231,9 @@ def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_csv(path: Path, notes: np.ndarray, source: str) -> None:
-    lines = [f"# audio: ../audio/{path.stem}.wav ({source})", "onset_s,offset_s,midi_pitch,velocity,track,repeated"]
-    lines += [f"{s:.4f},{e:.4f},{int(p)},{int(v)},{int(k)},{int(r)}" for s, e, p, v, k, r in notes]
+    lines = [f"# audio: ../audio/{path.stem}.wav ({source})",
+             "onset_s,offset_s,midi_pitch,velocity,track,repeated,ring_end_s"]
+    lines += [f"{s:.4f},{e:.4f},{int(p)},{int(v)},{int(k)},{int(r)},{g:.4f}" for s, e, p, v, k, r, g in notes]
     path.write_text("\n".join(lines) + "\n")
 
 
