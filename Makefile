@@ -21,8 +21,9 @@ SHIP_FLAG := $(if $(SHIP),--ship)
 PYTEST_ARGS ?= -q
 
 # Debian packages the tests and the data synthesis need (FluidSynth renders, held-out soundfonts,
-# ffmpeg with libopus and libcodec2 for the codec's anchors, chromium for the demo page's browser tests).
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1 ffmpeg espeak-ng flite chromium chromium-driver
+# ffmpeg with libopus and libcodec2 for the codec's anchors, chromium for the demo page's browser tests);
+# csound-soundfont is a second held-out piano (piano-repeated).
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small csound-soundfont libsndfile1 ffmpeg espeak-ng flite chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help serve test system-deps venv require-data data train export eval bench bento clean

@@ -25,6 +25,7 @@ NOTE_METRICS = [
     ("note_f1_offset", "note F1 (with offsets)"),
     ("frame_f1", "frame F1 (10 ms)"),
 ]
+OPTIONAL_NOTE_METRICS = [("repeated_recall", "recall of repeated strikes")]
 ANCHOR = "basic-pitch"
 
 
@@ -83,7 +84,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         for set_name, by_system in results["sets"].items():
             size = sizes.get(set_name)
             label = f"{set_name} ({size['clips']} clips, {size['audio_s'] / 60:.1f} min)" if size else set_name
-            for key, title in NOTE_METRICS:
+            # Rows only some sets have (piano-repeated's recall of repeated strikes) appear only there.
+            rows = NOTE_METRICS + [m for m in OPTIONAL_NOTE_METRICS if any(m[0] in v for v in by_system.values())]
+            for key, title in rows:
                 cells = [_fmt(by_system.get(s, {}).get(key)) for s in quality_systems]
                 lines.append(f"| {label} | {title} | " + " | ".join(cells) + " |")
                 label = ""

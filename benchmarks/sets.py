@@ -7,10 +7,12 @@ audio (e.g. two annotators): they become annotations of one clip, scored and ave
 from __future__ import annotations
 
 import csv
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from core.scoring import NoteArray
@@ -74,23 +76,42 @@ def read_notes_csv(path: Path) -> tuple[str | None, NoteArray]:
                     audio_ref = m.group(1)
             elif line.strip():
                 body.append(line)
-    rows = []
-    for rec in csv.DictReader(body):
+    rows, repeated = [], []
+    reader = csv.DictReader(body)
+    # An optional `repeated` column (0/1) marks strikes of a still-sounding key (piano-repeated).
+    has_repeated = "repeated" in (reader.fieldnames or [])
+    for rec in reader:
         try:
             rows.append((float(rec["onset_s"]), float(rec["offset_s"]), float(rec["midi_pitch"])))
+            if has_repeated:
+                repeated.append(bool(int(rec["repeated"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: expected columns onset_s,offset_s,midi_pitch ({exc})") from exc
-    return audio_ref, NoteArray.from_rows(rows)
+    notes = NoteArray.from_rows(rows)
+    if has_repeated:
+        notes = NoteArray(notes.onsets, notes.offsets, notes.pitches, np.array(repeated, dtype=bool))
+    return audio_ref, notes
 
 
 def _audio_by_stem(audio_dir: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(audio_dir.iterdir()) if p.suffix.lower() in AUDIO_EXTS}
 
 
-def read_set(root: Path, name: str, annotators: str = "mean") -> EvalSet:
+def selects(stem: str, select: str | None) -> bool:
+    """Whether clip `stem` belongs to a set chosen by `select`: a glob on the audio stem, `!GLOB`
+    for every clip but those; comma-separated globs are alternatives. None or "*": all."""
+    if not select or select == "*":
+        return True
+    negate = select.startswith("!")
+    hit = any(fnmatch.fnmatchcase(stem, g.strip()) for g in select.lstrip("!").split(","))
+    return hit != negate
+
+
+def read_set(root: Path, name: str, annotators: str = "mean", select: str | None = None) -> EvalSet:
     """`annotators`: "mean" keeps every annotation of a clip (scored and averaged); "first"
     keeps only the first CSV by name (the Basic Pitch anchor on vocadito was measured against its first
-    annotator, A1, alone)."""
+    annotator, A1, alone).
+    `select` keeps only some clips of the directory (see `selects`): one folder can hold two sets."""
     root = Path(root)
     notes_dir, audio_dir = root / "notes", root / "audio"
     if not notes_dir.is_dir() or not audio_dir.is_dir():
@@ -105,6 +126,8 @@ def read_set(root: Path, name: str, annotators: str = "mean") -> EvalSet:
         audio = (csv_path.parent / audio_ref).resolve() if audio_ref else by_stem.get(csv_path.stem)
         if audio is None or not audio.is_file():
             unmatched.append(csv_path.name)
+            continue
+        if not selects(audio.stem, select):
             continue
         clip = clips.setdefault(audio, Clip(audio.stem, audio))
         if annotators == "first" and clip.annotations:

@@ -152,9 +152,20 @@ def _common_args(parser: argparse.ArgumentParser, systems: list[str]) -> None:
 
 
 def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True,
+    parser.add_argument("--data", type=Path, nargs="*", default=[],
                         help="set directories, each with audio/ and notes/")
     parser.add_argument("--names", nargs="+", help="one name per --data (default: real / synth-heldout / dir name)")
+    parser.add_argument("--select", nargs="+",
+                        help="one clip filter per --data: a glob on the audio file stem, '!GLOB' for all but "
+                             "those, '*' for all (e.g. real and real-piano from one folder: '!piano_*' 'piano_*')")
+    parser.add_argument("--piano-repeated", action="store_true",
+                        help="also evaluate set piano-repeated: generated piano pieces with soft repeated chords "
+                             "under the sustain pedal, on pianos training never uses, in a room (rendered on first "
+                             "use into --piano-repeated-dir; scored with repeated_recall)")
+    parser.add_argument("--piano-repeated-seed", type=int, default=26, help="seed of the generated set")
+    parser.add_argument("--piano-repeated-clips", type=int, default=12, help="clips (30 s each) in the generated set")
+    parser.add_argument("--piano-repeated-dir", type=Path,
+                        help="where the generated set is kept (default data/eval/piano-repeated-s<seed>-n<clips>)")
     parser.add_argument("--limit-seconds", type=float, default=None, help="score only the first S seconds of each clip")
     parser.add_argument("--annotators", choices=["mean", "first"], default="mean",
                         help="clips with several annotations: average over them (default) or use the first CSV only")
@@ -210,10 +221,19 @@ def _build_systems(names: list[str], model_dir: Path, threads: int | None) -> tu
 def run_eval(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = args.names or default_set_names(args.data)
-    if len(names) != len(args.data):
-        log.error("--names needs one name per --data directory")
+    selects = args.select or ["*"] * len(args.data)
+    if len(names) != len(args.data) or len(selects) != len(args.data):
+        log.error("--names and --select need one entry per --data directory")
         return 2
-    sets = [read_set(d, n, args.annotators) for d, n in zip(args.data, names)]
+    data_dirs = list(args.data)
+    if args.piano_repeated:
+        data_dirs.append(piano_repeated_set(args.piano_repeated_seed, args.piano_repeated_clips,
+                                            args.piano_repeated_dir))
+        names, selects = [*names, PIANO_REPEATED], [*selects, "*"]
+    if not data_dirs:
+        log.error("nothing to evaluate: give --data and/or --piano-repeated")
+        return 2
+    sets = [read_set(d, n, args.annotators, sel) for d, n, sel in zip(data_dirs, names, selects)]
     systems, skipped = _build_systems(args.systems, args.model_dir, threads=None)
     if not systems:
         log.error("no system could be loaded: %s", skipped)
@@ -229,7 +249,12 @@ def run_eval(args: argparse.Namespace) -> int:
         "frame_grid_s": FRAME_HOP_S,
         "frame_rule": "both systems' notes and the reference rendered on the same 10 ms grid, [onset, offset)",
         "limit_seconds": args.limit_seconds,
-        "data_dirs": [str(d) for d in args.data],
+        "data_dirs": [str(d) for d in data_dirs],
+        "select": dict(zip(names, selects)),
+        "piano_repeated": {"seed": args.piano_repeated_seed, "clips": args.piano_repeated_clips,
+                           "repeated_strike": "a strike of a key whose earlier note still sounded: the key still "
+                                              "down, or the sustain pedal down from its release to the strike"}
+                          if args.piano_repeated else None,
         "set_sizes": {}, "groups": {}, "per_clip_note_f1": {}, "error_breakdown": {},
         "systems": {name: s.info() for name, s in systems.items()},
         "skipped": skipped,
@@ -245,8 +270,9 @@ def run_eval(args: argparse.Namespace) -> int:
             meta_eval["error_breakdown"][eval_set.name] = {
                 name: {k: round(v, 1) for k, v in sorted(Counter(s.errors).items())} for name, s in pooled.items()}
             for name, m in results[eval_set.name].items():
-                log.info("%s %-12s note F1 %.3f (P %.3f R %.3f)  with offsets %.3f  frame F1 %.3f", eval_set.name,
-                         name, m["note_f1"], m["note_precision"], m["note_recall"], m["note_f1_offset"], m["frame_f1"])
+                log.info("%s %-12s note F1 %.3f (P %.3f R %.3f)  with offsets %.3f  frame F1 %.3f%s", eval_set.name,
+                         name, m["note_f1"], m["note_precision"], m["note_recall"], m["note_f1_offset"], m["frame_f1"],
+                         f"  repeated recall {m['repeated_recall']:.3f}" if "repeated_recall" in m else "")
     stamp = report.stamp(REPO)
     meta_eval.update(date=stamp["date"], git_commit=stamp["git_commit"])
     _publish(args, sets=results, meta={**stamp, "eval": meta_eval})
@@ -255,8 +281,29 @@ def run_eval(args: argparse.Namespace) -> int:
             "sets": results, "set_sizes": meta_eval["set_sizes"], "date": stamp["date"],
             "git_commit": stamp["git_commit"], "pooling": meta_eval["pooling"],
             "onset_tolerance_s": meta_eval["onset_tolerance_s"],
-            "command": "hark eval transcriber --data " + " ".join(meta_eval["data_dirs"])})
+            "command": "hark eval transcriber " + " ".join(sys.argv[3:])})
     return 0
+
+
+PIANO_REPEATED = "piano-repeated"
+
+
+def piano_repeated_set(seed: int, clips: int, where: Path | None) -> Path:
+    """The generated piano-repeated set (training/data/piano_pedal.py), rendered on first use;
+    the same (seed, clips) always gives the same set."""
+    from training.data import piano_pedal
+
+    root = Path(where) if where else REPO / "data" / "eval" / f"piano-repeated-s{seed}-n{clips}"
+    stamp = root / "manifest.json"
+    spec = {"seed": seed, "clips": clips, "generator": piano_pedal.GENERATOR,
+            "soundfonts": piano_pedal.EVAL_SOUNDFONTS, "programs": piano_pedal.EVAL_PROGRAMS}
+    if stamp.is_file() and json.loads(stamp.read_text()).get("spec") == spec:
+        return root
+    log.info("rendering %s (%d clips, seed %d) into %s", PIANO_REPEATED, clips, seed, root)
+    made = piano_pedal.build_set(root, clips, seed, soundfonts=piano_pedal.EVAL_SOUNDFONTS,
+                                 programs=piano_pedal.EVAL_PROGRAMS, room=True, prefix="piano-repeated")
+    stamp.write_text(json.dumps({"spec": spec, "clips": made}, indent=1) + "\n")
+    return root
 
 
 def _publish(args: argparse.Namespace, **results: Any) -> None:

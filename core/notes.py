@@ -106,6 +106,7 @@ class _Rules:
     dip_ratio: float
     recover_sustained: bool
     evidence_window: int  # frames; 0: anywhere in the note
+    ring_gap: int  # frames; 0: off
 
 
 def _is_new_attack(prev: int, p: int, ons: np.ndarray, act: np.ndarray, end: int, r: _Rules) -> bool:
@@ -160,6 +161,8 @@ def _key_notes(ons: np.ndarray, act: np.ndarray, peaks: np.ndarray, r: _Rules) -
             if e - s < r.min_frames:
                 continue
             if not has_onset:
+                if r.ring_gap and spans and s - spans[-1][1] <= r.ring_gap:
+                    continue  # the string of the key's last note ringing on (a pedal), not a new note
                 look = min(e, s + r.evidence_window) if r.evidence_window else e
                 onset_inside = ons[s:look].max() >= r.onset_threshold
                 sustained = r.recover_sustained and act[s:look].max() >= r.sustain_threshold
@@ -228,19 +231,25 @@ def decode_notes(
     infer_onsets: bool = True,
     recover_sustained: bool = True,
     retrigger_threshold: float | None = None,
+    retrigger_margin: float = 0.5,
     sustain_threshold: float | None = None,
     max_gap_ms: float = 100.0,
     attack_window_ms: float = 35.0,
     dip_ratio: float = 0.75,
     overtone_ratio: float = 0.0,
     evidence_window_ms: float = 0.0,
+    ring_gap_ms: float = 0.0,
     min_midi: int = MIN_MIDI,
     bins_per_semitone: int = BINS_PER_SEMITONE,
 ) -> list[Note]:
     """Notes from posteriorgrams; see the module docstring for the algorithm.
 
     retrigger_threshold: onset needed to split a held note without an activation dip
-        (default halfway between onset_threshold and 1).
+        (default: onset_threshold + retrigger_margin * (1 - onset_threshold)).
+    retrigger_margin: where between onset_threshold (0) and 1 (1) the default retrigger
+        threshold sits. Relative, so that it stays meaningful when a caller moves the onset
+        threshold. 0 ends a sounding note at every separate onset peak of its key: a piano key
+        struck again under the pedal barely dips, and its new attack is all there is to see.
     sustain_threshold: peak note activation for a note with no onset (default: the larger of
         onset_threshold and frame_threshold).
     dip_ratio: a held note restarts when its activation falls to this fraction of the level after
@@ -249,6 +258,9 @@ def decode_notes(
         them and whose mean activation is larger by 1/overtone_ratio (off by default).
     evidence_window_ms: if > 0, a note with no onset at its start is kept only if its onset or
         sustain evidence comes within this long of the start (0: anywhere in the note).
+    ring_gap_ms: if > 0, a stretch of a key with no onset that starts within this long after the
+        key's previous note ended is not a note: under a sustain pedal the string rings on after
+        the key came up, and its activation can fall and rise again without a new strike.
     """
     onset = np.asarray(onset, dtype=np.float32)
     note = np.asarray(note, dtype=np.float32)
@@ -262,7 +274,7 @@ def decode_notes(
     if frames == 0:
         return []
     if retrigger_threshold is None:
-        retrigger_threshold = onset_threshold + 0.5 * (1.0 - onset_threshold)
+        retrigger_threshold = onset_threshold + retrigger_margin * (1.0 - onset_threshold)
     rules = _Rules(
         onset_threshold=onset_threshold,
         frame_threshold=frame_threshold,
@@ -274,6 +286,7 @@ def decode_notes(
         dip_ratio=dip_ratio,
         recover_sustained=recover_sustained,
         evidence_window=int(round(evidence_window_ms * frame_rate / 1000.0)),
+        ring_gap=int(round(ring_gap_ms * frame_rate / 1000.0)),
     )
     pitches = min_midi + np.arange(keys)
     hz = 440.0 * 2.0 ** ((pitches - 69.0) / 12.0)

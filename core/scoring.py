@@ -22,11 +22,13 @@ HARMONIC_INTERVALS = (12, 19, 24)
 
 @dataclass(frozen=True)
 class NoteArray:
-    """Notes as parallel arrays; pitch is (possibly fractional) MIDI."""
+    """Notes as parallel arrays; pitch is (possibly fractional) MIDI. `repeated`, where a set
+    provides it, marks strikes of a key that was still sounding (see repeated_recall)."""
 
     onsets: np.ndarray
     offsets: np.ndarray
     pitches: np.ndarray
+    repeated: np.ndarray | None = None
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[float]]) -> "NoteArray":
@@ -59,12 +61,14 @@ class NoteArray:
                 continue
             keep.append(int(i))
         idx = np.sort(np.array(keep, dtype=np.int64))
-        return NoteArray(self.onsets[idx], self.offsets[idx], self.pitches[idx])
+        return NoteArray(self.onsets[idx], self.offsets[idx], self.pitches[idx],
+                         None if self.repeated is None else self.repeated[idx])
 
     def clipped(self, end_s: float) -> "NoteArray":
         """Notes starting before `end_s`, cut at `end_s` (for --limit-seconds)."""
         keep = self.onsets < end_s
-        return NoteArray(self.onsets[keep], np.minimum(self.offsets[keep], end_s), self.pitches[keep])
+        return NoteArray(self.onsets[keep], np.minimum(self.offsets[keep], end_s), self.pitches[keep],
+                         None if self.repeated is None else self.repeated[keep])
 
 
 def midi_to_hz(midi: np.ndarray) -> np.ndarray:
@@ -201,20 +205,37 @@ class ClipScore:
     offset: Counts = field(default_factory=Counts)
     frame: Counts = field(default_factory=Counts)
     errors: Counter = field(default_factory=Counter)
+    repeated: Counts = field(default_factory=Counts)  # onset-only matches of the repeated strikes
 
     def __add__(self, other: "ClipScore") -> "ClipScore":
         errors = Counter(self.errors)
         errors.update(other.errors)
-        return ClipScore(self.onset + other.onset, self.offset + other.offset, self.frame + other.frame, errors)
+        return ClipScore(self.onset + other.onset, self.offset + other.offset, self.frame + other.frame, errors,
+                         self.repeated + other.repeated)
 
     def metrics(self) -> dict[str, float]:
-        return {
+        out = {
             "note_f1": self.onset.f1,
             "note_precision": self.onset.precision,
             "note_recall": self.onset.recall,
             "note_f1_offset": self.offset.f1,
             "frame_f1": self.frame.f1,
         }
+        if self.repeated.tp + self.repeated.fn > 0:
+            out["repeated_recall"] = self.repeated.recall
+        return out
+
+
+def repeated_counts(ref: NoteArray, est: NoteArray) -> Counts:
+    """Of the reference's repeated strikes (a key struck again while its earlier note still
+    sounded, by the key or the pedal), how many an estimated note matches, onset-only (50 ms).
+    Empty when the reference does not mark them."""
+    if ref.repeated is None:
+        return Counts()
+    rep = np.asarray(ref.repeated, dtype=bool)
+    hit = {r for r, _ in _match(ref, est, None)}
+    tp = float(sum(1 for i in np.flatnonzero(rep) if int(i) in hit))
+    return Counts(tp, 0.0, float(rep.sum()) - tp)
 
 
 def score_clip(refs: Sequence[NoteArray], est: NoteArray) -> ClipScore:
@@ -230,5 +251,6 @@ def score_clip(refs: Sequence[NoteArray], est: NoteArray) -> ClipScore:
             note_counts(ref, est, with_offsets=True).scaled(w),
             frame_counts(ref, est).scaled(w),
             Counter({k: v * w for k, v in errors.items()}),
+            repeated_counts(ref, est).scaled(w),
         )
     return total

@@ -29,8 +29,8 @@ LONG_WINDOW_FRAMES = 688
 # Decoding parameters a card may override under "decode", besides its "thresholds".
 DECODE_KEYS = (
     "min_note_ms", "min_freq_hz", "max_freq_hz", "include_pitch_bends", "infer_onsets",
-    "recover_sustained", "retrigger_threshold", "sustain_threshold", "max_gap_ms",
-    "attack_window_ms", "dip_ratio", "overtone_ratio", "evidence_window_ms",
+    "recover_sustained", "retrigger_threshold", "retrigger_margin", "sustain_threshold", "max_gap_ms",
+    "attack_window_ms", "dip_ratio", "overtone_ratio", "evidence_window_ms", "ring_gap_ms",
 )
 
 

@@ -41,7 +41,7 @@ class Family:
 
 # One line per family: adding a family to the CLI is adding its line here.
 FAMILIES: dict[str, Family] = {
-    "transcriber": Family("polyphonic note transcription: audio in, notes and MIDI out", data="training.data.music", train="training.transcriber", export="export.transcriber", eval="benchmarks.transcriber", bench="benchmarks.transcriber", serve="services.transcriber:Transcriber"),  # noqa: E501
+    "transcriber": Family("polyphonic note transcription: audio in, notes and MIDI out", data="training.data.transcriber_sets", train="training.transcriber", export="export.transcriber", eval="benchmarks.transcriber", bench="benchmarks.transcriber", serve="services.transcriber:Transcriber"),  # noqa: E501
     "extractor": Family("target speech hearing: binaural mixture + noisy enrollment -> only the enrolled voice, streaming in 8 ms chunks", data="training.data.scenes", train="training.extractor", export="export.extractor", eval="benchmarks.extractor", bench="benchmarks.extractor", serve="services.extractor:Extractor"),  # noqa: E501
     "codec": Family("neural speech codec: 16 kHz speech to GRVQ tokens at 1 or 2 kbps and back", data="training.data.speech", train="training.codec", export="export.codec", eval="benchmarks.codec", bench="benchmarks.codec", serve="services.codec:Codec"),  # noqa: E501
     "classifier": Family("speech- and text-based classification, voice and text models fused (research use only)", data="training.data.cohort", train="training.classifier", export="export.classifier", eval="benchmarks.classifier", bench="benchmarks.classifier", predict="benchmarks.classifier_predict", serve="services.classifier:Classifier"),  # noqa: E501

@@ -37,6 +37,8 @@ class LossConfig(BaseModel):
 class TranscriberRecipe(BaseModel):
     run_dir: str = "runs/transcriber"
     data: list[str] = Field(default_factory=lambda: ["data/music/train"])
+    # Share of the training windows drawn from each of `data` (default: in proportion to audio).
+    data_weights: list[float] | None = None
     validation_every: int = 50
     validation_data: list[str] = Field(default_factory=list)  # whole sets never trained on (export's choices)
     windows_per_epoch: int = 4000
@@ -98,6 +100,8 @@ class TranscriberLoss:
             out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
         hard = self.progress >= cfg.hard_negatives_from
         weight = note_negative_weights(batch["note"], cfg, self.frame_rate) if hard else None
+        if "note_mask" in batch:  # frames a pedal keeps ringing after the key came up: not learned from
+            weight = batch["note_mask"] if weight is None else weight * batch["note_mask"]
         note = F.binary_cross_entropy_with_logits(
             out["note"], batch["note"], weight=weight,
             pos_weight=torch.tensor(cfg.note_pos_weight, device=out["note"].device))
@@ -111,7 +115,7 @@ def train(recipe: TranscriberRecipe, resume: bool = False) -> dict:
     model = Transcriber(mcfg)
     dataset = MusicWindows(recipe.data, mcfg.window_samples, mcfg.hop, mcfg.sample_rate, recipe.windows_per_epoch,
                            AugmentConfig(**recipe.augment), seed=recipe.loop.seed,
-                           validation_every=recipe.validation_every)
+                           validation_every=recipe.validation_every, dir_weights=recipe.data_weights)
     extra = {"recipe": recipe.model_dump(), "model_config": mcfg.to_dict()}
     loss = TranscriberLoss(recipe.loss, mcfg.frame_rate)
     summary = fit(model, loss, dataset, recipe.loop, Path(recipe.run_dir), resume=resume, extra_state=extra,

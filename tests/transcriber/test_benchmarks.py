@@ -177,3 +177,26 @@ def test_tree_rss_reads_this_process() -> None:
 
     now, peak = speed.tree_rss_mb(os.getpid())
     assert 0 < now <= peak
+
+
+def test_select_splits_one_folder_into_two_sets(eval_set: Path) -> None:
+    assert [c.name for c in read_set(eval_set, "a", select="solo").clips] == ["solo"]
+    assert [c.name for c in read_set(eval_set, "b", select="!solo").clips] == ["song"]
+    assert {c.name for c in read_set(eval_set, "c", select="so*").clips} == {"song", "solo"}
+    assert {c.name for c in read_set(eval_set, "d", select="x*,solo").clips} == {"solo"}
+
+
+def test_repeated_column_is_read_and_reported(tmp_path: Path) -> None:
+    root = tmp_path / "pr"
+    write_wav(root / "audio" / "p.wav", 3.0)
+    (root / "notes").mkdir()
+    (root / "notes" / "p.csv").write_text("onset_s,offset_s,midi_pitch,velocity,track,repeated\n"
+                                          "0.5,0.7,50,30,1,0\n1.0,1.2,50,30,1,1\n1.5,1.7,50,30,1,1\n")
+    (clip,) = read_set(root, "piano-repeated").clips
+    notes = clip.annotations[0].notes
+    assert notes.repeated.tolist() == [False, True, True]
+    assert notes.clipped(1.2).repeated.tolist() == [False, True]
+    md = report.render_markdown({"sets": {"piano-repeated": {"hark": {"note_f1": 0.9, "repeated_recall": 0.95}},
+                                          "real": {"hark": {"note_f1": 0.8}}}})
+    assert "| recall of repeated strikes | 0.950 |" in md
+    assert md.count("recall of repeated strikes") == 1  # only the set that has it

@@ -54,3 +54,26 @@ def test_dataset_is_deterministic_and_keeps_validation_out(tmp_path):
     assert a["audio"].shape == (11264,) and a["onset"].shape == (44, 88)
     assert np.array_equal(a["audio"].numpy(), b["audio"].numpy())
     assert np.isfinite(a["audio"].numpy()).all()
+
+
+def test_dir_weights_give_each_set_its_share_of_windows(tmp_path):
+    big, small = tmp_path / "big", tmp_path / "small"
+    write_set(big, n_clips=6)
+    write_set(small, n_clips=2)
+    ds = MusicWindows([big, small], 11264, 256, 22050, length=4, augment=None, validation_every=1000,
+                      dir_weights=[0.7, 0.3])
+    from_small = np.array([c.wav.parent.parent == small for c in ds.clips])
+    assert from_small.sum() == 2
+    assert abs(ds.p[from_small].sum() - 0.3) < 1e-9  # 2 of 8 clips, yet 30 % of the windows
+
+
+def test_pedal_ring_is_masked_but_the_next_strike_of_the_key_is_a_target():
+    notes = np.array([[0.0, 0.3, 50, 40, 0], [1.0, 1.3, 50, 40, 0]])
+    t = frame_targets(notes, start_s=0.0, frames=172, frame_rate=FR, ring_ends=np.array([1.0, 1.8]))
+    k = 50 - 21
+    f = lambda s: int(round(s * FR))  # noqa: E731
+    assert t["note_mask"][f(0.3):f(1.0), k].sum() == 0  # the string rings under the pedal: not learned from
+    assert (t["note_mask"][f(1.0):f(1.3), k] == 1).all() and t["note"][f(1.0):f(1.3), k].all()
+    assert t["note_mask"][f(1.3):f(1.8), k].sum() == 0 and (t["note_mask"][f(1.8):, k] == 1).all()
+    assert (t["note_mask"][:, k + 1] == 1).all()  # other keys untouched
+    assert (frame_targets(notes, 0.0, 172, FR)["note_mask"] == 1).all()  # no ring column: all learned

@@ -96,6 +96,35 @@ def test_retrigger_threshold_is_a_parameter():
     assert len(decode(o, n, c, retrigger_threshold=0.55)) == 2
 
 
+def test_retrigger_margin_ends_a_sounding_note_at_a_separate_onset_of_its_key():
+    # A piano key struck again under the pedal: the note never dips, only its onset comes back.
+    o, n, c = grams()
+    add_note(o, n, c, 50, 10, 150, level=0.9)
+    o[80, 50 - 21] = 0.6
+    o[81, 50 - 21] = 0.2
+    assert len(decode(o, n, c)) == 1  # default margin 0.5: 0.6 < 0.75 is a bow change, not a strike
+    first, second = decode(o, n, c, retrigger_margin=0.0)
+    assert (round(first.start_s * FR), round(second.start_s * FR)) == (10, 80)
+    assert first.end_s <= second.start_s  # the held note ends where the key is struck again
+    # A shoulder of the first onset is no new strike, however low the margin.
+    o2, n2, c2 = grams()
+    add_note(o2, n2, c2, 50, 10, 150, level=0.9)
+    o2[12, 50 - 21] = 0.55
+    assert len(decode(o2, n2, c2, retrigger_margin=0.0)) == 1
+
+
+def test_ring_gap_drops_a_stretch_without_attack_right_after_a_note_of_its_key():
+    # The key came up at frame 60 but the pedal holds its string: its activation comes back at
+    # 70 with no new strike.
+    o, n, c = grams()
+    add_note(o, n, c, 50, 10, 60, level=0.9)
+    add_note(o, n, c, 50, 75, 140, level=0.9, onset_peak=None)
+    n[75:85, 50 - 21] = np.linspace(0.1, 0.9, 10)  # swells back, no attack
+    assert len(decode(o, n, c)) == 2  # off by default: a sustained sound without attack is a note
+    assert len(decode(o, n, c, ring_gap_ms=300.0)) == 1
+    assert len(decode(o, n, c, ring_gap_ms=100.0)) == 2  # it starts ~200 ms after: too late to be its ring
+
+
 def test_frame_threshold_decides_whether_a_note_sounds():
     o, n, c = grams()
     add_note(o, n, c, 72, 20, 80, level=0.4)

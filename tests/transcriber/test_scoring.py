@@ -117,3 +117,16 @@ def test_clipped_keeps_notes_starting_before_the_limit() -> None:
     assert len(clipped) == 4
     assert clipped.offsets.max() == pytest.approx(1.6)
     assert len(REF.clipped(1.0)) == 1
+
+
+def test_repeated_recall_counts_only_marked_strikes() -> None:
+    import numpy as np
+
+    ref = NoteArray(np.array([0.5, 1.0, 1.5, 0.5]), np.array([0.9, 1.4, 1.9, 2.0]), np.array([50.0, 50, 50, 62]),
+                    np.array([False, True, True, False]))
+    # The second strike is merged into the first (one long note): one of two repeated strikes found.
+    est = NoteArray.from_rows([(0.5, 1.4, 50), (1.5, 1.9, 50), (0.5, 2.0, 62)])
+    m = score_clip([ref], est).metrics()
+    assert m["repeated_recall"] == pytest.approx(0.5)
+    assert m["note_recall"] == pytest.approx(0.75)
+    assert "repeated_recall" not in score_clip([REF], REF).metrics()  # sets without the column

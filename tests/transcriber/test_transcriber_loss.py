@@ -56,3 +56,22 @@ def test_hard_negatives_weigh_only_from_their_point_of_the_schedule():
     assert loss(lambda audio: guess, batch)[1]["note"] == pytest.approx(plain.item())
     loss.set_progress(0.6)
     assert loss(lambda audio: guess, batch)[1]["note"] == pytest.approx(hard.item())
+
+
+def test_masked_note_frames_are_not_learned_from():
+    # A string ringing under the pedal after its key came up: whatever the note head says there is
+    # neither right nor wrong.
+    batch = {"audio": torch.zeros(1, 1), "onset": torch.zeros(1, 60, 88), "note": one_note(),
+             "contour": torch.zeros(1, 60, 264), "note_mask": torch.ones(1, 60, 88)}
+    batch["note_mask"][0, 20:40, 40] = 0.0
+    loss = TranscriberLoss(LossConfig(), FRAME_RATE)
+    silent_there = {"onset": torch.zeros(1, 60, 88), "note": torch.full((1, 60, 88), -5.0),
+                    "contour": torch.zeros(1, 60, 264)}
+    silent_there["note"][0, 10:20, 40] = 5.0
+    ringing_there = {k: v.clone() for k, v in silent_there.items()}
+    ringing_there["note"][0, 20:40, 40] = 5.0
+    a = loss(lambda audio: silent_there, batch)[1]["note"]
+    b = loss(lambda audio: ringing_there, batch)[1]["note"]
+    assert a == pytest.approx(b)
+    del batch["note_mask"]
+    assert loss(lambda audio: ringing_there, batch)[1]["note"] > a * 2  # unmasked, ringing is an error
