@@ -9,11 +9,11 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from services.transcriber_model import TranscriberModel
+from core.transcriber_model import TranscriberModel
 from training.data import piano_pedal
 from training.data.music import SAMPLE_RATE, render
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "transcriber"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "transcriber"
 ONSET_TOLERANCE_S = 0.05
 
 pytestmark = [
