@@ -23,7 +23,7 @@ pytestmark = [
     # Strict: the day a shipped model finds every strike, these pass and the mark must go.
     pytest.mark.xfail(strict=True, raises=AssertionError,
                       reason="issue #26 is open: the shipped 0.1.6662 merges soft re-strikes of a sounding key "
-                             "(the unshipped candidate 0.1.7042 passes 5 of these 8; README)"),
+                             "(the unshipped candidate 0.1.7042 passes 5 of these 8; docs/transcriber.md)"),
 ]
 
 
