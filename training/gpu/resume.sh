@@ -6,6 +6,7 @@
 #   bash training/gpu/resume.sh codec 7.6 [--lr 3e-4]
 #   bash training/gpu/resume.sh extractor 7.5 [--lr 1.5e-3]   (carry .gpu/whl and .gpu/extractor)
 # One device command may run 10 minutes: loading data takes about a minute, so keep MINUTES <= 8.
+# The tree that travels must stay under 64 MiB: training/gpu/slim_tree.sh FAMILY on (then off).
 set -euo pipefail
 FAMILY=$1; MINUTES=$2; shift 2
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
