@@ -32,7 +32,7 @@ help:
 	@echo "make serve    create .venv with hark[serve], register artifacts/, serve on http://$(HOST):$(PORT)"
 	@echo "make test     install Debian packages, .venv with hark[dev] + basic-pitch, run lint-imports and pytest"
 	@echo "make data|train|export|eval|bench FAMILY=$(FAMILY) [DATA='DIR ...'] [ARGS='...'] [SHIP=1]"
-	@echo "               SHIP=1: export replaces artifacts/FAMILY, eval/bench publish to benchmarks/results + README"
+	@echo "               SHIP=1: export replaces artifacts/FAMILY, eval/bench publish to benchmarks/results + docs/FAMILY.md"
 	@echo "make bento    bentoml build (GPU image definition; then: bentoml containerize hark:latest)"
 
 $(PY):
@@ -70,7 +70,7 @@ system-deps:
 serve: $(VENV)/.serve.stamp
 	$(HARK) serve all --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
-# lint-imports first: the layer contracts in pyproject.toml (DESIGN.md's one-way flow).
+# lint-imports first: the layer contracts in pyproject.toml (the README's one-way flow).
 test: system-deps $(VENV)/.dev.stamp
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
