@@ -115,16 +115,22 @@ class CodecModel:
         return correction_db(audio_io.frame_powers(audio, self.sample_rate),
                              audio_io.frame_powers(decoded, self.sample_rate))
 
-    def tokens(self, audio: np.ndarray, kbps: float) -> Tokens:
+    def code(self, audio: np.ndarray, kbps: float) -> tuple[Tokens, np.ndarray]:
+        """(the token file of `audio` at `kbps`, what decoding it gives): the encoder's own decode,
+        which measures the level correction, is the decoded audio, so it runs once."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         codes = self.encode(audio, kbps)
-        gain = self.level_correction_db(audio, self.decode(codes, samples=audio.size))
-        return Tokens(codes, self.sample_rate, self.frame_rate, self.codebook_size, audio.size, gain)
+        raw = self.decode(codes, samples=audio.size)
+        gain = self.level_correction_db(audio, raw)
+        tokens = Tokens(codes, self.sample_rate, self.frame_rate, self.codebook_size, audio.size, gain)
+        return tokens, apply_gain(raw, gain)
+
+    def tokens(self, audio: np.ndarray, kbps: float) -> Tokens:
+        return self.code(audio, kbps)[0]
 
     def reconstruct(self, audio: np.ndarray, kbps: float) -> np.ndarray:
         """Encode at `kbps` and decode: what a listener at the far end hears (same length)."""
-        t = self.tokens(audio, kbps)
-        return self.decode(t.codes, samples=t.samples, gain_db=t.gain_db)
+        return self.code(audio, kbps)[1]
 
     def check_tokens(self, tokens: Tokens) -> None:
         """ValueError unless `tokens` were made by a codec with this model's layout."""

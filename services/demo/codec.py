@@ -41,8 +41,7 @@ def code(source: ModelSource | None, audio_path: str | None, bitrate: str
     kbps = float(bitrate.split()[0])
     t0 = time.perf_counter()
     try:
-        tokens = model.tokens(samples, kbps)
-        coded = model.decode(tokens.codes, samples=tokens.samples, gain_db=tokens.gain_db)
+        tokens, coded = model.code(samples, kbps)
     except Exception as exc:  # the page should report it, not hang or show a traceback
         log.exception("demo coding failed")
         raise gr.Error(f"Coding failed: {exc}") from exc
