@@ -81,13 +81,13 @@ class HarkTorchSystem(HarkSystem):
     """The same pipeline with the torch model run eagerly in place of onnxruntime: what the
     export buys. Needs the shipped card for decoding parameters and a training checkpoint."""
 
-    def __init__(self, model_dir: Path, threads: int | None, cpu_only: bool = True):
+    def __init__(self, model_dir: Path, threads: int | None, cpu_only: bool = True, checkpoint: Path | None = None):
         import torch
 
         from models.transcriber import Transcriber, TranscriberConfig
 
         super().__init__(model_dir, threads, cpu_only=True)
-        self.checkpoint = _checkpoint_path(model_dir)
+        self.checkpoint = checkpoint or _checkpoint_path(model_dir)
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         self.net = Transcriber(TranscriberConfig(**state.get("model_config", {}))).eval()
         self.net.load_state_dict(state["model"])

@@ -29,7 +29,13 @@ def read_card(artifact_dir: Path) -> dict[str, Any]:
     card_path = Path(artifact_dir) / "card.json"
     if not card_path.is_file():
         raise FileNotFoundError(f"{artifact_dir} has no card.json: not a hark artifact directory")
-    return json.loads(card_path.read_text())
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{card_path} is not a valid model card ({exc})") from exc
+    if not isinstance(card, dict):
+        raise ValueError(f"{card_path} is not a valid model card (a JSON object is expected)")
+    return card
 
 
 def _model_file(artifact_dir: Path, card: dict[str, Any]) -> Path:

@@ -6,7 +6,6 @@ late fusion the model was evaluated with).
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import numpy as np
 
 from core import runtime
 from core.classifier_features import TextFeatures, VoiceFeatures
-from core.cards import file_sha256
+from core.cards import file_sha256, read_card
 
 log = logging.getLogger("hark.classifier")
 
@@ -42,7 +41,7 @@ class ClassifierModel:
 
     def __init__(self, model_dir: Path | str, *, provider: str | None = None, threads: int | None = None) -> None:
         self.model_dir = Path(model_dir)
-        self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
+        self.card: dict[str, Any] = read_card(self.model_dir)
         self.name: str = self.card.get("name", "classifier")
         self.version: str = str(self.card.get("version", "unknown"))
         self.classes: list[str] = list(self.card["classes"])

@@ -12,7 +12,6 @@ difference (`gain_db`), which every decode applies: analysis by synthesis, 16 bi
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from core import audio as audio_io
 from core import runtime
 from core.codec_tokens import MAX_GAIN_DB, Tokens
-from core.cards import file_sha256
+from core.cards import file_sha256, read_card
 
 log = logging.getLogger("hark.codec")
 
@@ -33,7 +32,7 @@ class CodecModel:
 
     def __init__(self, model_dir: Path | str, *, provider: str | None = None, threads: int | None = None) -> None:
         self.model_dir = Path(model_dir)
-        self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
+        self.card: dict[str, Any] = read_card(self.model_dir)
         io = self.card["io"]
         self.name: str = self.card.get("name", "codec")
         self.version: str = str(self.card.get("version", "unknown"))

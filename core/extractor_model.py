@@ -8,7 +8,6 @@ look-ahead and otherwise equals `extract`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from core import runtime
 from core.extractor_enroll import enrollment_mels
-from core.cards import file_sha256
+from core.cards import file_sha256, read_card
 
 log = logging.getLogger("hark.extractor")
 
@@ -67,7 +66,7 @@ def quality(card: dict[str, Any]) -> dict[str, Any]:
 
 def card_quality(model_dir: Path | str) -> dict[str, Any]:
     """quality() of the card in `model_dir`, without loading the graphs."""
-    return quality(json.loads((Path(model_dir) / "card.json").read_text()))
+    return quality(read_card(model_dir))
 
 
 class ExtractorModel:
@@ -75,7 +74,7 @@ class ExtractorModel:
 
     def __init__(self, model_dir: Path | str, threads: int | None = None, *, provider: str | None = None) -> None:
         self.model_dir = Path(model_dir)
-        self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
+        self.card: dict[str, Any] = read_card(self.model_dir)
         io = self.card["io"]
         want = {"sample_rate": SAMPLE_RATE, "hop": HOP, "lookahead": LOOKAHEAD, "embed_dim": EMBED_DIM}
         if any(int(io[k]) != v for k, v in want.items()):  # the constants above are the public contract

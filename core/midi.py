@@ -11,12 +11,11 @@ from collections.abc import Sequence
 
 import pretty_midi
 
-from core.notes import NoteLike
+from core.notes import FRAME_RATE, NoteLike
 
 # Receivers assume +-2 semitones unless told otherwise (RPN 0), so we stay inside that range.
 BEND_RANGE_SEMITONES = 2.0
 MAX_CHANNELS = 15  # 16 minus the drum channel
-DEFAULT_FRAME_RATE = 22050 / 256
 
 
 def _bend_value(semitones: float) -> int:
@@ -50,7 +49,7 @@ def _assign_channels(notes: Sequence[NoteLike]) -> list[int]:
 def notes_to_midi(
     notes: Sequence[NoteLike],
     *,
-    frame_rate: float = DEFAULT_FRAME_RATE,
+    frame_rate: float = FRAME_RATE,
     program: int = 0,
     name: str = "hark transcriber",
 ) -> bytes:

@@ -36,6 +36,15 @@ import numpy as np
 MIN_MIDI = 21
 N_KEYS = 88
 BINS_PER_SEMITONE = 3
+# The transcriber contract's rates: a model card may say otherwise, these are what it says by default.
+SAMPLE_RATE = 22050
+HOP = 256
+FRAME_RATE = SAMPLE_RATE / HOP
+# Decoding defaults when neither the card nor the caller sets them; 58 ms is what the stream waits
+# for before it announces a note (core/streaming.py).
+ONSET_THRESHOLD = 0.5
+FRAME_THRESHOLD = 0.3
+MIN_NOTE_MS = 58.0
 
 
 class NoteLike(Protocol):
@@ -222,9 +231,9 @@ def decode_notes(
     contour: np.ndarray | None,
     *,
     frame_rate: float,
-    onset_threshold: float = 0.5,
-    frame_threshold: float = 0.3,
-    min_note_ms: float = 58.0,
+    onset_threshold: float = ONSET_THRESHOLD,
+    frame_threshold: float = FRAME_THRESHOLD,
+    min_note_ms: float = MIN_NOTE_MS,
     min_freq_hz: float | None = None,
     max_freq_hz: float | None = None,
     include_pitch_bends: bool = True,

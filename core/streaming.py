@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.notes import Note, decode_notes, note_to_dict
+from core.notes import MIN_NOTE_MS, Note, decode_notes, note_to_dict
 
 LOOKAHEAD_FRAMES = 22  # ~0.26 s at 86 frames/s: with settle and step, note_on stays under 0.5 s
 STEP_FRAMES = 4  # ~0.05 s: the fewest new frames worth a model run
@@ -70,7 +70,7 @@ class StreamingTranscriber:
         self.tail: dict[str, np.ndarray] = {}  # the latest window's outputs past `settled`
         self.open: list[_Open] = []
         self.closed: list[tuple[int, int, int]] = []  # (key, start, end) frames of recent finished notes
-        min_note_ms = float(self.params.get("min_note_ms", 58.0))
+        min_note_ms = float(self.params.get("min_note_ms", MIN_NOTE_MS))
         self.settle = max(int(np.ceil(min_note_ms * self.frame_rate / 1000.0)), 5) + 1
         self.max_gap = int(round(float(self.params.get("max_gap_ms", 100.0)) * self.frame_rate / 1000.0))
 

@@ -4,7 +4,6 @@ is measured is what is served.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from core import config, runtime, windows
-from core.cards import file_sha256
-from core.notes import Note, decode_notes
+from core.cards import file_sha256, read_card
+from core.notes import FRAME_THRESHOLD, MIN_NOTE_MS, ONSET_THRESHOLD, Note, decode_notes
 
 log = logging.getLogger("hark.transcriber")
 
@@ -47,7 +46,7 @@ class TranscriberModel:
         margin_frames: int | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
-        self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
+        self.card: dict[str, Any] = read_card(self.model_dir)
         io = self.card["io"]
         self.name: str = self.card.get("name", "transcriber")
         self.version: str = str(self.card.get("version", "unknown"))
@@ -122,9 +121,9 @@ class TranscriberModel:
         """Decoding parameters from the card: its thresholds plus any "decode" overrides."""
         thresholds = self.card.get("thresholds", {})
         params: dict[str, Any] = {
-            "onset_threshold": float(thresholds.get("onset", 0.5)),
-            "frame_threshold": float(thresholds.get("frame", 0.3)),
-            "min_note_ms": 58.0,
+            "onset_threshold": float(thresholds.get("onset", ONSET_THRESHOLD)),
+            "frame_threshold": float(thresholds.get("frame", FRAME_THRESHOLD)),
+            "min_note_ms": MIN_NOTE_MS,
             "min_freq_hz": None,
             "max_freq_hz": None,
             "include_pitch_bends": True,

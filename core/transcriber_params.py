@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
 from core.transcriber_model import TranscriberModel
 
 # Bounds live here once and serve both the request fields (OpenAPI, early 400s) and the merged
 # parameters after the card's defaults are applied.
-Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+# BentoML publishes /docs.json as OpenAPI 3.0, where an exclusive bound is a flag beside minimum or
+# maximum; pydantic writes JSON Schema 2020-12's numeric form, which 3.0 tools reject.
+Probability = Annotated[float, Field(gt=0.0, lt=1.0),
+                        WithJsonSchema({"type": "number", "minimum": 0.0, "maximum": 1.0,
+                                        "exclusiveMinimum": True, "exclusiveMaximum": True})]
 NoteMs = Annotated[float, Field(ge=0.0, le=2000.0)]
 FreqHz = Annotated[float, Field(ge=20.0, le=8000.0)]
 

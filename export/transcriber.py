@@ -26,6 +26,7 @@ from export.onnx_export import git_commit, training_card, write_card
 from training.onnx_graph import export_onnx, parity
 from models.transcriber import Transcriber, TranscriberConfig, TranscriberExport
 from core.cards import file_sha256
+from core.notes import FRAME_THRESHOLD, MIN_NOTE_MS, ONSET_THRESHOLD
 
 if TYPE_CHECKING:
     from training.data.augment import Augmenter
@@ -53,7 +54,7 @@ DECODE_GRID: dict[str, tuple[float, ...]] = {
     # ringing under the pedal (issue #26), not a note.
     "ring_gap_ms": (0.0, 300.0, 1000.0),
 }
-START = {"dip_ratio": 0.75, "retrigger_margin": 0.5, "max_gap_ms": 100.0, "min_note_ms": 58.0, "attack_window_ms": 35.0,
+START = {"dip_ratio": 0.75, "retrigger_margin": 0.5, "max_gap_ms": 100.0, "min_note_ms": MIN_NOTE_MS, "attack_window_ms": 35.0,
          "overtone_ratio": 0.0, "evidence_window_ms": 0.0, "ring_gap_ms": 0.0}  # for the grid
 # The shipped model is judged on all three (issue #3), so settings are chosen on their mean, not
 # on note F1 alone.
@@ -246,7 +247,7 @@ def export(checkpoint: Path, out: Path, tune: bool = True, register: bool = True
         "io": {"sample_rate": cfg.sample_rate, "hop": cfg.hop, "window_samples": cfg.window_samples,
                "n_keys": cfg.n_keys, "min_midi": cfg.min_midi, "bins_per_semitone": cfg.bins_per_semitone,
                "contour_bins": cfg.contour_bins},
-        "thresholds": {"onset": 0.5, "frame": 0.3},
+        "thresholds": {"onset": ONSET_THRESHOLD, "frame": FRAME_THRESHOLD},
         "config": {"model": cfg.to_dict(), "recipe": recipe},
         "data": _data_description(recipe.get("data", []), recipe.get("validation_every", 50),
                                   recipe.get("validation_data", []) if validation_dirs is None else validation_dirs),

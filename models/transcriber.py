@@ -14,17 +14,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.notes import BINS_PER_SEMITONE, HOP, MIN_MIDI, N_KEYS, SAMPLE_RATE
+
 A0_HZ = 27.5
 
 
 @dataclass
 class TranscriberConfig:
-    sample_rate: int = 22050
-    hop: int = 256
+    sample_rate: int = SAMPLE_RATE
+    hop: int = HOP
     window_samples: int = 44032  # 172 frames: the fixed window the service batches
-    n_keys: int = 88
-    min_midi: int = 21
-    bins_per_semitone: int = 3
+    n_keys: int = N_KEYS
+    min_midi: int = MIN_MIDI
+    bins_per_semitone: int = BINS_PER_SEMITONE
     max_hz: float = 8000.0
     # Each band: (decimation, n_fft, low Hz, high Hz). Low notes need long windows to resolve
     # semitones; decimating first keeps those windows cheap (a CQT-like trade in three steps).

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from core import config
 from services import auth, memory, metrics
@@ -37,10 +38,12 @@ FAMILY = "server"  # the family label of refusals that come before any family's 
 
 class AccessGuard:
     """ASGI middleware; `work_routes` are the POST routes that run a model, `stream_path` and
-    `ui_path` the mounts of the WebSockets and the demo."""
+    `ui_path` the mounts of the WebSockets and the demo, `ui_pages` the demo's page names."""
 
-    def __init__(self, app: App, work_routes: frozenset[str], stream_path: str, ui_path: str) -> None:
+    def __init__(self, app: App, work_routes: frozenset[str], stream_path: str, ui_path: str,
+                 ui_pages: frozenset[str] = frozenset({""}), ui_api_names: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.ui_pages, self.ui_api_names = ui_pages, ui_api_names
         self.work_routes = work_routes
         self.stream_prefix = stream_path.rstrip("/") + "/"
         self.ui_path = ui_path
@@ -61,12 +64,15 @@ class AccessGuard:
             return
         path = scope.get("path", "")
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        refusal = self._refusal(kind, path, headers)
+        refusal = self._refusal(kind, path, headers) or self._not_in_demo(kind, path, scope)
         if refusal is not None:
             await _deny(scope, receive, send, *refusal)
             return
         if kind == "http" and scope.get("method") == "POST" and auth.is_open(path, [self.ui_path]):
             await self._capped(scope, receive, send, headers)
+            return
+        if kind == "http" and auth.is_open(path, [self.ui_path]):
+            await _demo_request(self.app, scope, receive, send)
             return
         if path in self.work_routes or (kind == "websocket" and path.startswith(self.stream_prefix)):
             if self.running >= self.max_concurrency:
@@ -102,6 +108,33 @@ class AccessGuard:
                     "can add it to HARK_ALLOWED_ORIGINS.", [])
         return None
 
+    def _not_in_demo(self, kind: str, path: str, scope: Scope) -> tuple[Any, ...] | None:
+        # Routes Gradio mounts that this demo never uses and that Gradio answers with a 500 on odd
+        # input (found by schemathesis over /docs.json): its proxy for hosted Spaces, and the
+        # icons of an installable web app (the demo is not one).
+        if kind != "http" or not path.startswith(self.ui_path):
+            return None
+        rest = path[len(self.ui_path):]
+        if rest.startswith(("/gradio_api/proxy=", "/pwa_icon")):
+            return (404, "not_found", f"{path[:80]} is not part of this demo; the demo is at {self.ui_path}/.", [])
+        parts = rest.strip("/").split("/")
+        if self.ui_api_names and len(parts) >= 3 and parts[:2] in (["gradio_api", "api"], ["gradio_api", "run"],
+                                                                     ["gradio_api", "call"]):
+            name = parts[3] if parts[2] == "v2" and len(parts) > 3 else parts[2]
+            if name not in self.ui_api_names:
+                known = ", ".join(sorted(self.ui_api_names))
+                return (404, "not_found", f"The demo has no endpoint {name[:50]!r}; its endpoints: {known}.", [])
+        # Asked for a page the Blocks does not have (`/ui/?page=0`), Gradio fails too: say what exists.
+        if rest.rstrip("/"):
+            return None
+        pages = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get("page", [])
+        unknown = [p for p in pages if p not in self.ui_pages]
+        if not unknown:
+            return None
+        known = ", ".join(repr(p) for p in sorted(self.ui_pages))
+        return (404, "not_found", f"The demo has no page {unknown[0][:50]!r}; its pages: {known} (leave out "
+                                  "'page' for the first).", [])
+
     async def _capped(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
         """Pass a demo upload through while it stays under the cap; past it, answer 413."""
         limit = self.ui_max_bytes
@@ -131,12 +164,41 @@ class AccessGuard:
             await send(msg)
 
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await _demo_request(self.app, scope, counted_receive, guarded_send)
         except Exception:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
             await _send_json(send, 413, "too_large", message, [(b"connection", b"close")])
+
+
+async def _demo_request(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    """Pass a request to the demo (Gradio). Gradio does not check all of what its internal routes
+    receive and fails on some malformed requests (an unknown event index in /queue/join, for one)
+    with a 500 or an exception: that client gets a 400 saying so instead, and the log the details."""
+    state = {"failed": False, "started": False}
+
+    async def tracked_send(msg: Message) -> None:
+        if msg["type"] == "http.response.start" and msg.get("status", 200) >= 500:
+            state["failed"] = True
+        if state["failed"]:
+            return
+        state["started"] = True
+        await send(msg)
+
+    try:
+        await app(scope, receive, tracked_send)
+    except Exception:
+        if state["started"]:
+            raise
+        state["failed"] = True
+        log.warning("the demo could not process %s %s", scope.get("method"), scope.get("path", "")[:120],
+                    exc_info=True)
+    if state["failed"] and not state["started"]:
+        metrics.count_rejection(FAMILY, "demo_request")
+        await _send_json(send, 400, "demo_request",
+                         "The demo could not process this request; send what the demo page or gradio_client "
+                         "sends (the server log has the details).", [])
 
 
 async def _deny(scope: Scope, receive: Receive, send: Send, status: int, reason: str, message: str,

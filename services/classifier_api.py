@@ -7,7 +7,6 @@ A research tool, not a diagnostic device: every answer carries the model card's 
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Annotated, Optional
 
@@ -15,12 +14,12 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from core import audio as audio_io
-from services import metrics, model_store
+from services import metrics
 from core.classifier_model import MAX_TRANSCRIPT_CHARS, ClassifierModel
+from services.family_api import FamilyAPI, model_getter
 from services.serving import Family
 from services.upload import AudioUpload, reject
 
-log = logging.getLogger("hark.classifier")
 
 NAME = "classifier"
 
@@ -50,36 +49,26 @@ class ClassifyResult(BaseModel):
     intended_use: str
 
 
-_loaded: dict[str, ClassifierModel] = {}
-
-
-def loaded_model() -> ClassifierModel | None:
-    return _loaded.get(NAME)
-
-
-class ClassifierAPI:
+class ClassifierAPI(FamilyAPI):
     """Classifier endpoint; mix into a @bentoml.service class (see services/serving.py)."""
 
     def __init__(self) -> None:
         super().__init__()
-        model_dir = model_store.resolve(NAME)
-        self.classifier = m = ClassifierModel(model_dir)
-        metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
-        _loaded[NAME] = m
-        log.info("classifier %s (%s, %s) from %s on %s", m.name, m.version, m.task, model_dir, m.provider)
+        # No warm-up call: its sessions are small, and a voice check would refuse silence anyway.
+        self.classifier: ClassifierModel = self.start_family(NAME, ClassifierModel, lambda m: None)
 
     @bentoml.api(route="/classify")
     def classify(self, audio: AudioField = None, transcript: TranscriptField = None) -> ClassifyResult:
         """Class probabilities for one recording (voice), fused with its transcript (text) when given."""
-        m, limits = self.classifier, audio_io.Limits.from_env()
-        if audio is None:
-            return reject("missing_file", "No audio: send the recording as the multipart file field 'audio' "
-                                          f"(curl -F audio=@answer.wav). {limits.accepted()}")
-        if transcript is not None and len(transcript) > MAX_TRANSCRIPT_CHARS:
+        m = self.classifier
+        if audio is not None and transcript is not None and len(transcript) > MAX_TRANSCRIPT_CHARS:
             return reject("params", f"The transcript has {len(transcript)} characters; at most {MAX_TRANSCRIPT_CHARS}")
+        error, decoded = self.decode_upload(
+            audio, m.sample_rate, audio_io.Limits.from_env(),
+            missing="No audio: send the recording as the multipart file field 'audio' (curl -F audio=@answer.wav).")
+        if decoded is None:
+            return error
         try:
-            decoded = audio_io.decode(audio.read_bytes(), m.sample_rate, content_type=audio.content_type,
-                                      limits=limits)
             # A label for silence or a hum would look as confident as one for a voice.
             if m.needs_voice:
                 audio_io.require_voice(decoded.samples, m.sample_rate)
@@ -103,6 +92,6 @@ class ClassifierAPI:
 FAMILY = Family(
     name=NAME,
     routes=("/classify",),
-    model_getter=loaded_model,
+    model_getter=model_getter(NAME),
     field_help={"transcript": _TRANSCRIPT_HELP},
 )

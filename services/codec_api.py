@@ -7,7 +7,6 @@ services/serving.py): speech to tokens, tokens to speech, and both in one go.
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -19,14 +18,14 @@ from pydantic import Field
 
 from core import audio as audio_io
 from core import codec_tokens, config
-from services import metrics, model_store
+from services import metrics
 from core.audio import wav_bytes
 from core.codec_model import CodecModel
 from services.codec_stream import codec_stream
+from services.family_api import FamilyAPI, file_stem, model_getter
 from services.serving import Family
 from services.upload import AudioUpload, reject
 
-log = logging.getLogger("hark.codec")
 
 NAME = "codec"
 MAX_TOKEN_BYTES = codec_tokens.MAX_FILE_BYTES
@@ -42,47 +41,27 @@ TokensField = Annotated[Optional[AudioUpload], Field(description=_PARAM_HELP["to
 BitrateField = Annotated[Optional[float], Field(description=_PARAM_HELP["bitrate_kbps"])]
 FormatField = Annotated[Literal["hark", "json"], Field(description=_PARAM_HELP["format"])]
 
-_loaded: dict[str, CodecModel] = {}
-
-
-def loaded_model() -> CodecModel | None:
-    return _loaded.get(NAME)
-
-
-def _stem(upload: Any, default: str) -> str:
-    """The upload's own name, made safe for a header."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(upload)).stem)[:100] or default
-
-
-class CodecAPI:
+class CodecAPI(FamilyAPI):
     """Codec endpoints; mix into a @bentoml.service class (see services/serving.py)."""
 
     def __init__(self) -> None:
         super().__init__()
-        model_dir = model_store.resolve(NAME)
-        self.codec = m = CodecModel(model_dir)
-        m.reconstruct(np.zeros(m.frame_hop * 4, dtype=np.float32), m.bitrates_kbps[-1])  # warm the sessions
-        metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
-        _loaded[NAME] = m
-        log.info("codec %s (%s, sha256 %s) from %s on %s", m.name, m.version, m.sha256[:12], model_dir, m.provider)
+        self.codec: CodecModel = self.start_family(
+            NAME, CodecModel, lambda m: m.reconstruct(np.zeros(m.frame_hop * 4, dtype=np.float32), m.bitrates_kbps[-1]))
 
     def _audio(self, upload: AudioUpload | None, kbps: float | None) -> tuple[Any, np.ndarray | None, float]:
         """(error or None, the decoded audio at the model's rate, the bitrate)."""
-        m, limits = self.codec, audio_io.Limits.from_env()
-        if upload is None:
-            return reject("missing_file", "No audio: send the recording as the multipart file field 'audio' "
-                                          f"(curl -F audio=@speech.wav). {limits.accepted()}"), None, 0.0
-        kbps = m.bitrates_kbps[-1] if kbps is None else kbps
-        try:
-            m.stages_for(kbps)
-        except ValueError as exc:
-            return reject("params", f"Invalid parameters: bitrate_kbps: {exc}"), None, 0.0
-        try:
-            decoded = audio_io.decode(upload.read_bytes(), m.sample_rate, content_type=upload.content_type,
-                                      limits=limits)
-        except audio_io.AudioError as exc:
-            return reject(exc.reason, exc.message), None, 0.0
-        return None, decoded.samples, kbps
+        m = self.codec
+        if upload is not None:  # a missing file is the first thing to say
+            kbps = m.bitrates_kbps[-1] if kbps is None else kbps
+            try:
+                m.stages_for(kbps)
+            except ValueError as exc:
+                return reject("params", f"Invalid parameters: bitrate_kbps: {exc}"), None, 0.0
+        error, decoded = self.decode_upload(
+            upload, m.sample_rate, audio_io.Limits.from_env(),
+            missing="No audio: send the recording as the multipart file field 'audio' (curl -F audio=@speech.wav).")
+        return (error, None, 0.0) if decoded is None else (None, decoded.samples, float(kbps))
 
     @bentoml.api(route="/encode")
     def encode(self, audio: AudioField = None, bitrate_kbps: BitrateField = None,
@@ -105,7 +84,7 @@ class CodecAPI:
         if format == "json":
             return JSONResponse({**facts, "codes": tokens.codes.tolist()})
         return Response(data, media_type="application/octet-stream", headers={
-            "Content-Disposition": f'attachment; filename="{_stem(audio, "speech")}.hark"',
+            "Content-Disposition": f'attachment; filename="{file_stem(audio, "speech")}.hark"',
             "X-Hark-Bitrate-Kbps": f"{kbps:g}", "X-Hark-Effective-Kbps": f"{facts['effective_kbps']:g}"})
 
     @bentoml.api(route="/decode")
@@ -135,7 +114,7 @@ class CodecAPI:
         y = m.decode(parsed.codes, samples=parsed.samples, gain_db=parsed.gain_db)
         metrics.observe_inference(NAME, y.size / m.sample_rate, time.perf_counter() - t0)
         return Response(wav_bytes(y, m.sample_rate), media_type="audio/wav", headers={
-            "Content-Disposition": f'attachment; filename="{_stem(tokens, "decoded")}.wav"'})
+            "Content-Disposition": f'attachment; filename="{file_stem(tokens, "decoded")}.wav"'})
 
     @bentoml.api(route="/reconstruct")
     def reconstruct(self, audio: AudioField = None,
@@ -150,14 +129,14 @@ class CodecAPI:
         y = self.codec.reconstruct(x, kbps)
         metrics.observe_inference(NAME, x.size / self.codec.sample_rate, time.perf_counter() - t0)
         return Response(wav_bytes(y, self.codec.sample_rate), media_type="audio/wav", headers={
-            "Content-Disposition": f'attachment; filename="{_stem(audio, "speech")}_{kbps:g}kbps.wav"',
+            "Content-Disposition": f'attachment; filename="{file_stem(audio, "speech")}_{kbps:g}kbps.wav"',
             "X-Hark-Bitrate-Kbps": f"{kbps:g}"})
 
 
 FAMILY = Family(
     name=NAME,
     routes=("/encode", "/decode", "/reconstruct"),
-    model_getter=loaded_model,
+    model_getter=model_getter(NAME),
     field_help={"audio": _AUDIO_HELP, **_PARAM_HELP},
     streams={"codec": codec_stream},
 )

@@ -11,7 +11,6 @@ sending the enrollment clip itself always works, whichever worker answers.
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -23,19 +22,18 @@ from pydantic import BaseModel, Field
 
 from core import audio as audio_io
 from core import config
-from services import metrics, model_store
+from services import metrics
 from core.audio import wav_bytes
-from services.codec_api import _stem
 from core.extractor_enrollment import (ENROLL_MAX_SECONDS, ENROLL_MIN_SECONDS, check_enrollment,
                                            enrollment_limits)
 from core.extractor_model import EMBED_DIM, SAMPLE_RATE, ExtractorModel
 from services.extractor_state import enrollment_store, missing_reason, set_missing
 from services.extractor_store import EnrollmentMissing
 from services.extractor_stream import extractor_stream
+from services.family_api import FamilyAPI, file_stem, model_getter
 from services.serving import Family
 from services.upload import AudioUpload, reject
 
-log = logging.getLogger("hark.extractor")
 
 NAME = "extractor"
 
@@ -61,14 +59,7 @@ class EnrollResult(BaseModel):
                                      "7.01 dB SI-SNRi of 'Look Once to Hear' it aims at")
 
 
-_loaded: dict[str, Any] = {}
-
-
-def loaded_model() -> ExtractorModel | None:
-    return _loaded.get(NAME)
-
-
-class ExtractorAPI:
+class ExtractorAPI(FamilyAPI):
     """Extractor endpoints; mix into a @bentoml.service class (see services/serving.py)."""
 
     # True in services/hark.py: with no extractor model anywhere, the other families still serve
@@ -77,34 +68,21 @@ class ExtractorAPI:
 
     def __init__(self) -> None:
         super().__init__()
-        self.extractor: ExtractorModel | None = None
-        try:
-            model_dir = model_store.resolve(NAME)
-        except FileNotFoundError as exc:
-            if not self.extractor_optional:
-                raise
-            set_missing(str(exc))
-            log.warning("serving without the extractor (/enroll, /extract and /stream/extractor answer 503): %s", exc)
-            return
-        self.extractor = m = ExtractorModel(model_dir, threads=config.ort_threads())
         noise = np.random.default_rng(0).normal(0, 0.01, (2, SAMPLE_RATE)).astype(np.float32)
-        m.extract(noise[:, :2048], m.enroll(noise))  # warm the sessions before the first request
-        metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
-        enrollment_store()
-        _loaded[NAME] = m
-        log.info("extractor %s (%s, sha256 %s) from %s on %s", m.name, m.version, m.sha256[:12], model_dir, m.provider)
+        self.extractor: ExtractorModel | None = self.start_family(
+            NAME, lambda d: ExtractorModel(d, threads=config.ort_threads()),
+            lambda m: m.extract(noise[:, :2048], m.enroll(noise)),
+            on_missing=set_missing if self.extractor_optional else None)
+        if self.extractor is not None:
+            enrollment_store()
 
     def _unavailable(self) -> Any:
         return reject("unavailable", f"This server has no extractor model ({missing_reason()}).", status=503)
 
     def _decode(self, upload: AudioUpload, field: str, limits: audio_io.Limits) -> tuple[Any, np.ndarray | None]:
         """(error or None, (2, samples) float32 at 16 kHz)."""
-        try:
-            decoded = audio_io.decode(upload.read_bytes(), SAMPLE_RATE, content_type=upload.content_type,
-                                      limits=limits)
-        except audio_io.AudioError as exc:
-            return reject(exc.reason, f"{field}: {exc.message}"), None
-        return None, decoded.samples
+        error, decoded = self.decode_upload(upload, SAMPLE_RATE, limits, field=field)
+        return error, None if decoded is None else decoded.samples
 
     def _enroll_clip(self, upload: AudioUpload, field: str) -> tuple[Any, np.ndarray | None, float]:
         """(error or None, the clip's embedding, its seconds)."""
@@ -191,7 +169,7 @@ class ExtractorAPI:
         y = self.extractor.extract(x, embedding)
         metrics.observe_inference(NAME, seconds, time.perf_counter() - t0)
         return Response(wav_bytes(y.T, SAMPLE_RATE), media_type="audio/wav", headers={
-            "Content-Disposition": f'attachment; filename="{_stem(audio, "mixture")}_extracted.wav"',
+            "Content-Disposition": f'attachment; filename="{file_stem(audio, "mixture")}_extracted.wav"',
             "X-Hark-Model-Version": self.extractor.version, "X-Hark-Seconds": f"{seconds:.4f}",
             "X-Hark-Enrollment": given, "X-Hark-Quality": self.extractor.quality["summary"]})
 
@@ -199,7 +177,7 @@ class ExtractorAPI:
 FAMILY = Family(
     name=NAME,
     routes=("/enroll", "/extract"),
-    model_getter=loaded_model,
+    model_getter=model_getter(NAME),
     # Not "audio": services/hark.py merges every family's help, and this one's binaural audio
     # would then be what the other families' 400s say they accept.
     field_help=dict(_PARAM_HELP),

@@ -2,7 +2,7 @@
 
     bentoml serve services.hark:Hark        # http://127.0.0.1:3000: all APIs, /ui, /metrics
 
-A family joins by adding its API mixin to the bases of `Hark` and its `Family` to `FAMILIES`
+A family joins by adding its API class to the bases of `Hark` and its `Family` to `FAMILIES`
 (see services/serving.py); the demo page gets one tab per family.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Composing BentoML services out of model families.
 
-A family is a plain mixin class whose `@bentoml.api` methods are its endpoints and whose
-`__init__` loads its model (calling `super().__init__()` so several families compose), plus a
-`Family` record (services/<family>_api.py). BentoML collects API methods with `dir()` on the
+A family is a subclass of `FamilyAPI` (services/family_api.py) whose `@bentoml.api` methods are
+its endpoints and whose `__init__` starts its model (calling `super().__init__()` so several
+families compose), plus a `Family` record (services/<family>_api.py). BentoML collects API methods with `dir()` on the
 service class, so inherited ones are served. One family alone and all families together are
 then just two `@bentoml.service` classes:
 
@@ -109,8 +109,13 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
             spec = apis[route].input_spec
             files = frozenset(spec.multipart_fields)
             routes[route] = RouteSpec(family.name, files, frozenset(spec.model_fields) - files)
+    blocks = _build_demo(families)
+    demo_config = getattr(blocks, "config", None) or {}
+    pages = frozenset(demo_config.get("page", {"": None}))
+    api_names = frozenset(d["api_name"] for d in demo_config.get("dependencies", []) if d.get("api_name"))
     # First added is outermost: who may come in is settled before any body is looked at.
-    service.add_asgi_middleware(AccessGuard, work_routes=frozenset(routes), stream_path=STREAM_PATH, ui_path=UI_PATH)
+    service.add_asgi_middleware(AccessGuard, work_routes=frozenset(routes), stream_path=STREAM_PATH, ui_path=UI_PATH,
+                                ui_pages=pages, ui_api_names=api_names)
     service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
     metrics_setup.claim_prometheus_dir()
     stream_routes = [f"{STREAM_PATH}/{name}" for f in families for name in f.streams]
@@ -118,7 +123,6 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
     streams = _stream_app(families)
     if streams is not None:
         service.mount_asgi_app(streams, path=STREAM_PATH)
-    blocks = _build_demo(families)
     if blocks is not None:
         from bentoml.gradio import mount_gradio_app  # imports gradio: only when there is a UI
 

@@ -6,7 +6,6 @@ services/serving.py): audio in, notes (JSON) or a MIDI file out.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,10 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
 from core import audio as audio_io
-from services import metrics, model_store
+from services import metrics
 from core.midi import notes_to_midi
 from core.notes import Note, note_to_dict
+from services.family_api import FamilyAPI, file_stem, model_getter
 from services.serving import Family
 from core.transcriber_model import TranscriberModel
 from core.transcriber_params import PARAM_HELP as _PARAM_HELP
@@ -28,7 +28,6 @@ from core.transcriber_params import FreqHz, NoteMs, Probability, TranscribeParam
 from services.transcriber_stream import transcribe_stream
 from services.upload import AudioUpload, reject
 
-log = logging.getLogger("hark.transcriber")
 
 NAME = "transcriber"
 
@@ -91,51 +90,30 @@ class _Outcome:
     meta: TranscriptionMeta | None = None
 
 
-# The model of this process's service instance, for the demo (built at import, before it loads).
-_loaded: dict[str, TranscriberModel] = {}
-
-
-def loaded_model() -> TranscriberModel | None:
-    return _loaded.get(NAME)
-
-
-class TranscriberAPI:
+class TranscriberAPI(FamilyAPI):
     """Transcriber endpoints; mix into a @bentoml.service class (see services/serving.py)."""
 
     def __init__(self) -> None:
         super().__init__()
-        model_dir = model_store.resolve(NAME)
-        self.transcriber = TranscriberModel(model_dir)
-        # One silent window: the first real request should not pay for onnxruntime's lazy setup.
-        self.transcriber.posteriorgrams(np.zeros(self.transcriber.window_samples, dtype=np.float32))
-        m = self.transcriber
-        metrics.set_model_info(NAME, m.name, m.version, m.sha256, m.provider)
-        _loaded[NAME] = m
-        log.info("transcriber %s (%s, sha256 %s) from %s on %s",
-                 m.name, m.version, m.sha256[:12], model_dir, m.provider)
+        self.transcriber: TranscriberModel = self.start_family(
+            NAME, TranscriberModel, lambda m: m.posteriorgrams(np.zeros(m.window_samples, dtype=np.float32)))
 
     # --- shared by both endpoints ---------------------------------------------------------------
 
     def _run(self, upload: AudioUpload | None, given: dict[str, Any]) -> _Outcome:
         m = self.transcriber
-        limits = audio_io.Limits.from_env()
-        if upload is None:
-            return _Outcome(error=reject(
-                "missing_file",
-                "No audio: send the recording as the multipart file field 'audio' "
-                f"(curl -F audio=@song.wav). {limits.accepted()}",
-            ))
-        try:
-            params, decode_kwargs = request_params(m, given)
-        except ValueError as exc:
-            problems = str(exc)
-            accepted = "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())
-            return _Outcome(error=reject("params", f"Invalid parameters: {problems}. Accepted: {accepted}"))
-        try:
-            decoded = audio_io.decode(upload.read_bytes(), m.sample_rate,
-                                      content_type=upload.content_type, limits=limits)
-        except audio_io.AudioError as exc:
-            return _Outcome(error=reject(exc.reason, exc.message))
+        params, decode_kwargs = None, {}
+        if upload is not None:  # a missing file is the first thing to say
+            try:
+                params, decode_kwargs = request_params(m, given)
+            except ValueError as exc:
+                accepted = "; ".join(f"{k}: {v}" for k, v in _PARAM_HELP.items())
+                return _Outcome(error=reject("params", f"Invalid parameters: {exc}. Accepted: {accepted}"))
+        error, decoded = self.decode_upload(
+            upload, m.sample_rate, audio_io.Limits.from_env(),
+            missing="No audio: send the recording as the multipart file field 'audio' (curl -F audio=@song.wav).")
+        if decoded is None:
+            return _Outcome(error=error)
 
         t0 = time.perf_counter()
         grams = m.posteriorgrams(decoded.samples)
@@ -192,15 +170,14 @@ class TranscriberAPI:
             return out.error
         data = notes_to_midi(out.notes, frame_rate=self.transcriber.frame_rate)
         # The upload's own name, made safe for a header.
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(audio)).stem)[:100]
-        return Response(data, media_type="audio/midi",
-                        headers={"Content-Disposition": f'attachment; filename="{stem or "transcription"}.mid"'})
+        return Response(data, media_type="audio/midi", headers={
+            "Content-Disposition": f'attachment; filename="{file_stem(audio, "transcription")}.mid"'})
 
 
 FAMILY = Family(
     name=NAME,
     routes=("/transcribe", "/transcribe_midi"),
-    model_getter=loaded_model,
+    model_getter=model_getter(NAME),
     field_help={"audio": _AUDIO_HELP, **_PARAM_HELP},
     streams={"transcriber": transcribe_stream},
 )

@@ -32,6 +32,10 @@ class LossConfig(BaseModel):
     # Schedule progress (0-1, as the learning rate anneals) from which the two weights above apply.
     # Late negatives trim what a model already finds; from the start they cost recall (README).
     hard_negatives_from: float = 0.0
+    # Onsets of a key that sounded (held, or ringing under the pedal) within `restrike_ms` before:
+    # soft re-strikes, which the onset head reports weakest, weigh this much more (1.0: like others).
+    restrike_onset_weight: float = 1.0
+    restrike_ms: float = 100.0
 
 
 class TranscriberRecipe(BaseModel):
@@ -83,6 +87,18 @@ def note_negative_weights(note: torch.Tensor, cfg: LossConfig, frame_rate: float
     return weight
 
 
+def restrike_onset_weights(batch: dict, cfg: LossConfig, frame_rate: float) -> torch.Tensor | None:
+    """Per-element weights [B, T, keys] for the onset loss, or None when all are 1."""
+    if cfg.restrike_onset_weight == 1.0:
+        return None
+    sounding = batch["note"]
+    if "note_mask" in batch:
+        sounding = torch.maximum(sounding, 1.0 - batch["note_mask"])
+    frames = max(1, round(cfg.restrike_ms / 1000 * frame_rate))
+    before = _shifted_max(sounding, range(1, frames + 1), dim=1)
+    return 1.0 + (cfg.restrike_onset_weight - 1.0) * batch["onset"] * before
+
+
 class TranscriberLoss:
     """Onset, note and contour cross-entropies; the note head's hard negatives from
     `cfg.hard_negatives_from` of the run on (the loop reports progress through `set_progress`)."""
@@ -97,7 +113,8 @@ class TranscriberLoss:
         cfg = self.cfg
         out = net(batch["audio"])
         onset = F.binary_cross_entropy_with_logits(
-            out["onset"], batch["onset"], pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
+            out["onset"], batch["onset"], weight=restrike_onset_weights(batch, cfg, self.frame_rate),
+            pos_weight=torch.tensor(cfg.onset_pos_weight, device=out["onset"].device))
         hard = self.progress >= cfg.hard_negatives_from
         weight = note_negative_weights(batch["note"], cfg, self.frame_rate) if hard else None
         if "note_mask" in batch:  # frames a pedal keeps ringing after the key came up: not learned from
@@ -130,13 +147,14 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overtone-neg-weight", type=float, help="override loss.overtone_neg_weight")
     parser.add_argument("--release-neg-weight", type=float, help="override loss.release_neg_weight")
     parser.add_argument("--hard-negatives-from", type=float, help="override loss.hard_negatives_from")
+    parser.add_argument("--restrike-onset-weight", type=float, help="override loss.restrike_onset_weight")
     add_loop_arguments(parser)
 
 
 def apply_arguments(recipe: TranscriberRecipe, args: argparse.Namespace) -> None:
     """The command line's overrides: the loop's, and the hard-negative weights a fine-tune adds."""
     apply_loop_arguments(recipe, args)
-    for name in ("overtone_neg_weight", "release_neg_weight", "hard_negatives_from"):
+    for name in ("overtone_neg_weight", "release_neg_weight", "hard_negatives_from", "restrike_onset_weight"):
         if getattr(args, name, None) is not None:
             setattr(recipe.loss, name, getattr(args, name))
 

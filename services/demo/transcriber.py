@@ -13,21 +13,18 @@ import numpy as np
 from core import midi
 from services.demo import live, plots, synth
 from services.demo.common import load_audio, scratch_dir, to_int16
-from core.notes import NoteLike
+from core.notes import FRAME_RATE, FRAME_THRESHOLD, MIN_NOTE_MS, ONSET_THRESHOLD, SAMPLE_RATE, NoteLike
 
 log = logging.getLogger(__name__)
 
 TITLE = "Transcriber"
 FAMILY = "transcriber"
-# The contract's rates; used only when the model object does not say.
-DEFAULT_SAMPLE_RATE = 22050
-DEFAULT_FRAME_RATE = 22050 / 256
 # Slider start values when the model is not at hand; a loaded model's card overrides them.
 # The order is the order of the tab's parameter controls.
 FALLBACK_DEFAULTS: dict[str, Any] = {
-    "onset_threshold": 0.5,
-    "frame_threshold": 0.3,
-    "min_note_ms": 58.0,
+    "onset_threshold": ONSET_THRESHOLD,
+    "frame_threshold": FRAME_THRESHOLD,
+    "min_note_ms": MIN_NOTE_MS,
     "include_pitch_bends": True,
 }
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -58,11 +55,11 @@ def resolve_model(source: ModelSource | None) -> Transcribes:
 
 
 def sample_rate_of(model: Transcribes) -> int:
-    return int(getattr(model, "sample_rate", DEFAULT_SAMPLE_RATE))
+    return int(getattr(model, "sample_rate", SAMPLE_RATE))
 
 
 def frame_rate_of(model: Transcribes) -> float:
-    return float(getattr(model, "frame_rate", DEFAULT_FRAME_RATE))
+    return float(getattr(model, "frame_rate", FRAME_RATE))
 
 
 class _ShippedModel:

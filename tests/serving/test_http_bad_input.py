@@ -171,3 +171,12 @@ def test_body_that_is_not_multipart(server: Server):
 def test_midi_endpoint_refuses_the_same_way(server: Server):
     response = httpx.post(f"{server.url}/transcribe_midi", files={"audio": ("a.wav", b"junk", "audio/wav")})
     expect_refusal(response, 400, "undecodable", "Accepted:")
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=missing&deep_link=", "page=%00"])
+def test_a_demo_page_that_does_not_exist_is_a_404_that_names_the_pages(server: Server, query: str):
+    # Gradio itself answers these with a 500 (found by schemathesis over /docs.json).
+    r = httpx.get(f"{server.url}/ui/?{query}", timeout=30)
+    assert r.status_code == 404 and r.json()["reason"] == "not_found"
+    assert "its pages: ''" in r.json()["error"]
+    assert httpx.get(f"{server.url}/ui/?page=", timeout=30).status_code == 200

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from training.transcriber import LossConfig, TranscriberLoss, note_negative_weights
+from training.transcriber import LossConfig, TranscriberLoss, note_negative_weights, restrike_onset_weights
 
 FRAME_RATE = 100.0  # 10 ms frames keep the arithmetic readable
 
@@ -75,3 +75,25 @@ def test_masked_note_frames_are_not_learned_from():
     assert a == pytest.approx(b)
     del batch["note_mask"]
     assert loss(lambda audio: ringing_there, batch)[1]["note"] > a * 2  # unmasked, ringing is an error
+
+
+def test_restrike_onsets_weigh_more_than_first_strikes():
+    # Key 40 struck at frame 10 and again at 30 while ringing under the pedal (mask 0 from its key-up
+    # at 25); key 50 struck once at 30 from silence.
+    note = torch.zeros(1, 60, 88)
+    note[0, 10:25, 40] = 1.0
+    note[0, 30:45, 40] = 1.0
+    note[0, 30:45, 50] = 1.0
+    onset = torch.zeros(1, 60, 88)
+    onset[0, [10, 30], 40] = 1.0
+    onset[0, 30, 50] = 1.0
+    mask = torch.ones(1, 60, 88)
+    mask[0, 25:30, 40] = 0.0
+    batch = {"note": note, "onset": onset, "note_mask": mask}
+    assert restrike_onset_weights(batch, LossConfig(), FRAME_RATE) is None
+    w = restrike_onset_weights(batch, LossConfig(restrike_onset_weight=3.0), FRAME_RATE)[0]
+    assert w[30, 40] == 3.0
+    assert w[10, 40] == 1.0 and w[30, 50] == 1.0
+    assert torch.all(w[onset[0] == 0] == 1.0)
+    del batch["note_mask"]  # without the ring, the gap of 5 frames (50 ms) is still inside 100 ms
+    assert restrike_onset_weights(batch, LossConfig(restrike_onset_weight=3.0), FRAME_RATE)[0][30, 40] == 3.0
