@@ -6,6 +6,10 @@ The first `adversarial_start` steps train on the spectral losses alone (a GAN ca
 decoder that does not yet produce speech); the critics then join. With probability
 `quantizer_dropout` a batch uses only the first residual stage of each group, so the same model
 serves 1 kbps and 2 kbps.
+
+The phase weights (`phase_ip`, `phase_gd`, `phase_iaf`, `consistency`; 0 in the shipped recipe)
+add regression losses on the decoder's own phase (training/losses.py), which converge without a
+critic: training/configs/codec-phase.yaml fine-tunes the shipped model with them.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from models.codec import Codec, CodecConfig
 from models.discriminators import Critics
 from training.data.speech import DEFAULT_SOURCES, SpeechWindows
 from training.loop import CriticStep, LoopConfig, add_loop_arguments, apply_loop_arguments, fit
-from training.losses import SpectralLoss, critic_loss, generator_losses
+from training.losses import SpectralLoss, consistency_loss, critic_loss, generator_losses, phase_losses
 from training.recipe_files import default_config, resolve_config
 
 
@@ -34,6 +38,12 @@ class LossConfig(BaseModel):
     adversarial_start: int = 2000
     critic_seconds: float = 0.32  # critics judge a random crop: a third of the cost, same verdicts
     quantizer_dropout: float = 0.3
+    # Phase (training/losses.py phase_losses, consistency_loss), on the decoder's own STFT grid.
+    # 0 (the shipped recipe): not computed at all.
+    phase_ip: float = 0.0
+    phase_gd: float = 0.0
+    phase_iaf: float = 0.0
+    consistency: float = 0.0
 
 
 class DataConfig(BaseModel):
@@ -64,6 +74,19 @@ def _split(outputs: list, n: int) -> tuple[list, list]:
     return real, fake
 
 
+def phase_terms(net: torch.nn.Module, audio: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
+    """The phase and consistency losses of a Codec forward pass `out` on `audio` [B, T], the
+    target analysed on the decoder's own grid (its synthesis window, hop and causal framing)."""
+    codec = getattr(net, "module", net)  # under DDP the Codec is net.module
+    with torch.no_grad():
+        tre, tim = codec.decoder.analyse(codec.pad(audio))  # padded as Codec.forward pads it
+    n = min(tre.shape[-1], out["phase"].shape[-1])
+    p = phase_losses(out["phase"][..., :n], torch.atan2(tim, tre)[..., :n], torch.hypot(tre, tim)[..., :n])
+    re_again, im_again = codec.decoder.analyse(out["audio"])
+    return {"phase_ip": p["ip"], "phase_gd": p["gd"], "phase_iaf": p["iaf"],
+            "consistency": consistency_loss(out["re"], out["im"], re_again, im_again)}
+
+
 class CodecLoss:
     def __init__(self, cfg: LossConfig, sample_rate: int):
         self.cfg, self.sample_rate = cfg, sample_rate
@@ -79,6 +102,11 @@ class CodecLoss:
         total = (cfg.mel * spec["mel"] + cfg.stft * spec["stft"] + cfg.convergence * spec["convergence"]
                  + cfg.commitment * out["commitment"])
         parts = {k: v.item() for k, v in spec.items()} | {"commitment": out["commitment"].item()}
+        weights = {k: getattr(cfg, k) for k in ("phase_ip", "phase_gd", "phase_iaf", "consistency")}
+        if any(weights.values()):
+            phase = phase_terms(net, audio, out)
+            total = total + sum(w * phase[k] for k, w in weights.items())
+            parts |= {k: v.item() for k, v in phase.items()}
         if step >= cfg.adversarial_start:
             n, crop = audio.shape[0], min(int(cfg.critic_seconds * self.sample_rate), audio.shape[-1])
             at = int(torch.randint(0, audio.shape[-1] - crop + 1, ()))

@@ -2,8 +2,15 @@
 
 No single STFT size sees both the glottal pulses (short windows) and the harmonics (long
 windows) of speech, so spectral losses sum over several resolutions.
+
+None of those look at phase, so a decoder that predicts its own phase (models/codec.py) also gets
+the anti-wrapping phase losses of APNet (Ai and Ling, 2023): its instantaneous phase, group delay
+and instantaneous angular frequency against the target's, on its own STFT grid, and a
+consistency loss between the spectrum it predicts and the STFT of the waveform made from it.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -63,3 +70,49 @@ def generator_losses(real: list, fake: list) -> dict[str, torch.Tensor]:
             fm = fm + F.l1_loss(f, r.detach()) / (r.detach().abs().mean() + 1e-5)
             n += 1
     return {"adversarial": adv, "feature_matching": fm / n}
+
+
+def anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    """|x - 2 pi round(x / 2 pi)|: the distance between two phases whose difference is x, in
+    [0, pi]; 0 for any multiple of 2 pi, the same for x and -x."""
+    return torch.abs(x - 2 * math.pi * torch.round(x / (2 * math.pi)))
+
+
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per example sum(w * v) / sum(w), then the mean over the batch: a quiet window counts as
+    much as a loud one (the recipe draws levels 20 dB apart)."""
+    dims = tuple(range(1, values.dim()))
+    return ((values * weight).sum(dims) / weight.sum(dims).clamp_min(1e-12)).mean()
+
+
+def phase_losses(phase: torch.Tensor, target_phase: torch.Tensor, target_mag: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Anti-wrapping distances between a predicted and a target phase, [B, bins, frames] each:
+    instantaneous phase ("ip"), group delay (differences along frequency, "gd") and
+    instantaneous angular frequency (differences along time, "iaf"), in radians.
+
+    Each bin is weighted by the target's magnitude (a difference by the smaller of its two
+    bins'), not masked: a bin's phase error costs the waveform |m e^{ia} - m e^{ib}| =
+    2m |sin((a - b) / 2)|, proportional to m, so weighting by m spends the loss where the phase
+    is audible and lets silence and the noise floor, whose phase is random and unlearnable, count
+    for almost nothing, without a threshold to tune."""
+    weight = target_mag.detach()
+    gd = lambda p: p[:, 1:] - p[:, :-1]  # noqa: E731
+    iaf = lambda p: p[..., 1:] - p[..., :-1]  # noqa: E731
+    return {
+        "ip": _weighted_mean(anti_wrap(phase - target_phase), weight),
+        "gd": _weighted_mean(anti_wrap(gd(phase) - gd(target_phase)), torch.minimum(weight[:, 1:], weight[:, :-1])),
+        "iaf": _weighted_mean(anti_wrap(iaf(phase) - iaf(target_phase)),
+                              torch.minimum(weight[..., 1:], weight[..., :-1])),
+    }
+
+
+def consistency_loss(re: torch.Tensor, im: torch.Tensor, re_again: torch.Tensor, im_again: torch.Tensor) -> torch.Tensor:
+    """Squared distance between a predicted spectrum (re, im) [B, bins, frames] and the STFT of
+    the waveform synthesised from it, on the same grid (0 when the prediction is the STFT of some
+    signal). Per example relative to the predicted spectrum's energy, so the term does not scale
+    with the window's level. The first and last frames are left out: overlap-add there lacks a
+    neighbour (the first frame's head falls before the signal, the last's tail after it), so they
+    differ even for a consistent spectrum."""
+    err = ((re - re_again) ** 2 + (im - im_again) ** 2)[..., 1:-1]
+    energy = (re * re + im * im)[..., 1:-1].detach()
+    return (err.mean(dim=(1, 2)) / energy.mean(dim=(1, 2)).clamp_min(1e-12)).mean()
