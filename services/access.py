@@ -112,7 +112,7 @@ class AccessGuard:
         # Routes Gradio mounts that this demo never uses and that Gradio answers with a 500 on odd
         # input (found by schemathesis over /docs.json): its proxy for hosted Spaces, and the
         # icons of an installable web app (the demo is not one).
-        if kind != "http" or not path.startswith(self.ui_path):
+        if kind != "http" or not auth.is_open(path, [self.ui_path]):
             return None
         rest = path[len(self.ui_path):]
         if rest.startswith(("/gradio_api/proxy=", "/pwa_icon")):
