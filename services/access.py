@@ -41,9 +41,9 @@ class AccessGuard:
     `ui_path` the mounts of the WebSockets and the demo, `ui_pages` the demo's page names."""
 
     def __init__(self, app: App, work_routes: frozenset[str], stream_path: str, ui_path: str,
-                 ui_pages: frozenset[str] = frozenset({""}), ui_api_names: frozenset[str] = frozenset()) -> None:
+                 ui_pages: frozenset[str] = frozenset({""})) -> None:
         self.app = app
-        self.ui_pages, self.ui_api_names = ui_pages, ui_api_names
+        self.ui_pages = ui_pages
         self.work_routes = work_routes
         self.stream_prefix = stream_path.rstrip("/") + "/"
         self.ui_path = ui_path
@@ -117,13 +117,6 @@ class AccessGuard:
         rest = path[len(self.ui_path):]
         if rest.startswith(("/gradio_api/proxy=", "/pwa_icon")):
             return (404, "not_found", f"{path[:80]} is not part of this demo; the demo is at {self.ui_path}/.", [])
-        parts = rest.strip("/").split("/")
-        if self.ui_api_names and len(parts) >= 3 and parts[:2] in (["gradio_api", "api"], ["gradio_api", "run"],
-                                                                     ["gradio_api", "call"]):
-            name = parts[3] if parts[2] == "v2" and len(parts) > 3 else parts[2]
-            if name not in self.ui_api_names:
-                known = ", ".join(sorted(self.ui_api_names))
-                return (404, "not_found", f"The demo has no endpoint {name[:50]!r}; its endpoints: {known}.", [])
         # Asked for a page the Blocks does not have (`/ui/?page=0`), Gradio fails too: say what exists.
         if rest.rstrip("/"):
             return None

@@ -112,10 +112,9 @@ def finish(service: Any, families: Sequence[Family]) -> Any:
     blocks = _build_demo(families)
     demo_config = getattr(blocks, "config", None) or {}
     pages = frozenset(demo_config.get("page", {"": None}))
-    api_names = frozenset(d["api_name"] for d in demo_config.get("dependencies", []) if d.get("api_name"))
     # First added is outermost: who may come in is settled before any body is looked at.
     service.add_asgi_middleware(AccessGuard, work_routes=frozenset(routes), stream_path=STREAM_PATH, ui_path=UI_PATH,
-                                ui_pages=pages, ui_api_names=api_names)
+                                ui_pages=pages)
     service.add_asgi_middleware(RequestGuard, routes=routes, field_help=field_help)
     metrics_setup.claim_prometheus_dir()
     stream_routes = [f"{STREAM_PATH}/{name}" for f in families for name in f.streams]

@@ -293,12 +293,12 @@ def test_store_is_thread_safe_and_bounded() -> None:
 
 
 def test_served_without_artifacts_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services import extractor_api, extractor_state
+    from services import extractor_api, extractor_state, model_store
 
     def no_model(name: str):
         raise FileNotFoundError(f"no '{name}' model: run `hark export {name}`")
 
-    monkeypatch.setattr(extractor_api.model_store, "resolve", no_model)
+    monkeypatch.setattr(model_store, "resolve", no_model)
     monkeypatch.setattr(extractor_state, "_missing", [])
 
     class WithoutModel(extractor_api.ExtractorAPI):
