@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks import codec_phase, report
 from benchmarks.codec import DEFAULT_DATA, METRICS, heldout_files, load_clip, score
@@ -40,14 +39,8 @@ VARIANTS = {
 
 
 def _input_spectrum(model: Any, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input on the decoder's grid: the synthesis window's analysis twin, same causal framing."""
-    from models.codec import _as_kernel, _dft, _periodic_hann
-
-    cfg = model.cfg
-    analysis = _as_kernel(_dft(cfg.n_fft, np.sqrt(_periodic_hann(cfg.n_fft))))
-    spec = F.conv1d(F.pad(padded[:, None], (cfg.n_fft - cfg.hop, 0)), analysis, stride=cfg.hop)
-    re, im = spec.chunk(2, dim=1)
-    return re, im
+    """The input on the decoder's grid (its synthesis window's analysis twin, same causal framing)."""
+    return model.decoder.analyse(padded)
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,7 +33,7 @@ def loaded(name: str) -> Any | None:
 
 def model_getter(name: str) -> Callable[[], Any | None]:
     """What a `Family` record hands the demo and the streams: the loaded model when asked."""
-    return lambda: _loaded.get(name)
+    return lambda: loaded(name)
 
 
 class FamilyAPI:
